@@ -1,0 +1,20 @@
+// Every schema of the gaussian_kl library, in one place. Kernels are
+// registered per backend (cpu/, cuda/) with TORCH_LIBRARY_IMPL; fake kernels
+// and autograd are registered from Python (gaussian_kl_cuda/_ops.py).
+#include <torch/library.h>
+
+TORCH_LIBRARY(gaussian_kl, m) {
+  // KL(p || q) of diagonal Gaussians, one value per batch element.
+  //   mu_p, s_p, mu_q, s_q: [*batch, D], one shape (broadcast views are fine);
+  //   mu_q = s_q = None means q = N(0, I). param: std | var | logvar | logstd.
+  //   check: raise ValueError naming the first invalid batch element (one
+  //   host sync on CUDA); otherwise invalid rows are NaN.
+  m.def(
+      "kl_diag(Tensor mu_p, Tensor s_p, Tensor? mu_q, Tensor? s_q, str param, "
+      "bool check) -> Tensor");
+  // Gradients of sum(grad * kl_diag(...)) w.r.t. the inputs flagged in
+  // output_mask, [*batch, D] each; empty tensors for the others.
+  m.def(
+      "kl_diag_backward(Tensor grad, Tensor mu_p, Tensor s_p, Tensor? mu_q, "
+      "Tensor? s_q, str param, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,72 @@
+// kl_args.h — plain-old-data views that the torch-facing launchers hand to
+// the kernels. No torch headers: the light .cu files include this.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kl_math.h"
+
+namespace gaussian_kl {
+
+// The four inputs of a diagonal KL as [N, D] strided views (strides in
+// elements). A q shared by all rows has row stride 0; a q that is absent
+// (the N(0, I) prior) has null pointers and is never read.
+struct DiagRows {
+  const void* mu_p = nullptr;
+  const void* s_p = nullptr;
+  const void* mu_q = nullptr;
+  const void* s_q = nullptr;
+  int64_t row_stride[4] = {0, 0, 0, 0};  // mu_p, s_p, mu_q, s_q
+  int64_t col_stride[4] = {1, 1, 1, 1};
+  int64_t rows = 0;  // N: product of the batch dims
+  int64_t dim = 0;   // D: the event size
+  bool has_q() const { return mu_q != nullptr; }
+  // All four inputs read with unit column stride.
+  bool contiguous_cols() const {
+    return col_stride[0] == 1 && col_stride[1] == 1 &&
+        (!has_q() || (col_stride[2] == 1 && col_stride[3] == 1));
+  }
+};
+
+// Outputs of the diagonal backward: [N, D] contiguous, null when not needed.
+struct DiagGradOut {
+  void* grad[4] = {nullptr, nullptr, nullptr, nullptr};  // mu_p, s_p, mu_q, s_q
+};
+
+enum class ScalarKind : int { Float = 0, Double = 1, Half = 2, BFloat16 = 3 };
+
+template <DiagParam P>
+using DiagParamC = std::integral_constant<DiagParam, P>;
+
+// Runtime (param, has q, unit column stride) -> compile-time constants:
+// f(DiagParamC<P>{}, std::bool_constant<HasQ>{}, std::bool_constant<Contig>{}).
+// The no-q variants are the dedicated N(0, I) kernels: q is never read.
+template <typename F>
+void dispatch_diag_variant(DiagParam param, bool has_q, bool contig, const F& f) {
+  auto with_flags = [&](auto p) {
+    if (has_q) {
+      if (contig) f(p, std::true_type{}, std::true_type{});
+      else f(p, std::true_type{}, std::false_type{});
+    } else {
+      if (contig) f(p, std::false_type{}, std::true_type{});
+      else f(p, std::false_type{}, std::false_type{});
+    }
+  };
+  switch (param) {
+    case DiagParam::Std:
+      with_flags(DiagParamC<DiagParam::Std>{});
+      break;
+    case DiagParam::Var:
+      with_flags(DiagParamC<DiagParam::Var>{});
+      break;
+    case DiagParam::LogVar:
+      with_flags(DiagParamC<DiagParam::LogVar>{});
+      break;
+    case DiagParam::LogStd:
+      with_flags(DiagParamC<DiagParam::LogStd>{});
+      break;
+  }
+}
+
+}  // namespace gaussian_kl

@@ -1,0 +1,28 @@
+"""gaussian_kl_cuda: fused KL divergence between batched Gaussians, with
+native forward and backward kernels on CPU and CUDA.
+
+    import gaussian_kl_cuda as gkl
+    kl = gkl.kl_diag(mu, logvar, param="logvar")      # KL(N(mu, e^logvar) || N(0, I))
+"""
+
+import torch
+
+from ._ops import CUDA_KERNELS
+from .diag import DIAG_PARAMS, kl_diag
+
+__version__ = "0.1.0"
+
+__all__ = ["kl_diag", "DIAG_PARAMS", "CUDA_KERNELS", "build_info", "__version__"]
+
+
+def build_info() -> dict:
+    """What this build has: kernels per device, and the torch it runs on."""
+    return {
+        "gaussian_kl_cuda": __version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cpu_kernels": True,
+        "cuda_kernels": CUDA_KERNELS,
+        "cuda_available": torch.cuda.is_available(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }

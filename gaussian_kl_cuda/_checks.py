@@ -1,0 +1,93 @@
+"""Argument checking shared by the public functions: clear Python errors
+before anything reaches a kernel. No host syncs here: only shapes, dtypes,
+devices (value checks happen in the kernels, see check=)."""
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from . import _ops
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def check_choice(fn: str, name: str, value, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{fn}: {name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
+
+
+def check_tensors(fn: str, named: Sequence[Tuple[str, Optional[torch.Tensor]]]) -> torch.dtype:
+    """Type, dtype, device and rank checks; returns the promoted float dtype."""
+    device = None
+    first = None
+    dtype = None
+    for name, t in named:
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(
+                f"{fn}: {name} has dtype {t.dtype}; expected a floating dtype "
+                "(float32, float64, float16 or bfloat16)"
+            )
+        if t.dim() < 1:
+            raise ValueError(
+                f"{fn}: {name} must have an event dimension (shape [*batch, D]), got a 0-dim tensor; "
+                "use t.reshape(1) for D = 1"
+            )
+        if device is None:
+            device, first = t.device, name
+        elif t.device != device:
+            raise ValueError(f"{fn}: {name} is on {t.device} but {first} is on {device}")
+        dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise TypeError(f"{fn}: unsupported dtype {dtype}")
+    if device is not None and device.type == "cuda" and not _ops.CUDA_KERNELS:
+        raise RuntimeError(
+            f"{fn}: got CUDA tensors, but this gaussian_kl_cuda build has no CUDA kernels "
+            "(it was compiled without a CUDA toolkit or against a CPU-only torch). Rebuild with "
+            "a CUDA build of torch and the CUDA toolkit: "
+            "FORCE_CUDA=1 CUDA_HOME=/usr/local/cuda pip install --no-build-isolation -e ."
+        )
+    if device is not None and device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{fn}: device {device} is not supported (CPU and CUDA are)")
+    return dtype
+
+
+def broadcast_event(fn: str, named: Sequence[Tuple[str, torch.Tensor]]) -> Tuple[Tuple[int, ...], int]:
+    """Broadcast shape of the batch dims and the common event size D.
+
+    Shapes follow torch's broadcasting ([B, D] against [D] is a shared q);
+    the event sizes must agree (or be 1, broadcast like any other dim)."""
+    dims = {name: t.shape[-1] for name, t in named}
+    D = max(dims.values())
+    for name, d in dims.items():
+        if d != D and d != 1:
+            desc = ", ".join(f"{n} {tuple(t.shape)}" for n, t in named)
+            raise ValueError(f"{fn}: event sizes (last dim) disagree: {desc}")
+    batch: list = []
+    for name, t in named:
+        shape = list(t.shape[:-1])
+        n = max(len(batch), len(shape))
+        batch = [1] * (n - len(batch)) + batch
+        shape = [1] * (n - len(shape)) + shape
+        for i in range(n):
+            if shape[i] == batch[i] or shape[i] == 1:
+                continue
+            if batch[i] == 1:
+                batch[i] = shape[i]
+                continue
+            desc = ", ".join(f"{n_} {tuple(t_.shape)}" for n_, t_ in named)
+            raise ValueError(f"{fn}: batch shapes do not broadcast: {desc}")
+    return tuple(batch), D
+
+
+def reduce(out: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return out
+    if reduction == "sum":
+        return out.sum()
+    return out.mean()
