@@ -1,0 +1,295 @@
+"""Benchmarks: gaussian_kl_cuda against torch.distributions, the eager
+closed form users write by hand, and torch.compile of that closed form.
+
+    python -m gaussian_kl_cuda.bench --device cpu --kind diag --mode all
+    python bench/bench_kl.py ...            (the same code)
+
+All providers are timed in one process, interleaved round by round, on the
+same inputs; every row reports median / p20 / p80 and the speed-up of gkl
+against each provider measured in that same run. Results go to CSV and JSON
+under --out (default bench/results/).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.distributions as td
+
+import gaussian_kl_cuda as gkl
+
+DIAG_SHAPES_CPU = [(4096, 64), (65536, 16), (16384, 512), (1 << 20, 16), (2048, 4096)]
+DIAG_SHAPES_CPU_QUICK = [(65536, 16), (16384, 512)]
+DIAG_SHAPES_CUDA = [(1 << 20, 64), (65536, 4096), (1 << 22, 256)]
+DIAG_SHAPES_CUDA_QUICK = [(1 << 20, 64), (65536, 4096)]
+
+
+def git_sha() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, stderr=subprocess.DEVNULL, text=True
+        ).strip()
+    except Exception:
+        return "unknown"
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+# ----------------------------------------------------------------- closed forms
+def closed_form_std(mu_p, s_p, mu_q, s_q):
+    """What users write by hand (and what td computes): std parametrisation."""
+    var_ratio = (s_p / s_q).pow(2)
+    t1 = ((mu_p - mu_q) / s_q).pow(2)
+    return 0.5 * (var_ratio + t1 - 1 - var_ratio.log()).sum(-1)
+
+
+def closed_form_logvar(mu_p, lv_p, mu_q, lv_q):
+    d = mu_q - mu_p
+    return 0.5 * (torch.exp(lv_p - lv_q) + d * d * torch.exp(-lv_q) - 1 + lv_q - lv_p).sum(-1)
+
+
+_compiled: Dict[str, Callable] = {}
+
+
+def compiled(fn):
+    if fn.__name__ not in _compiled:
+        _compiled[fn.__name__] = torch.compile(fn, dynamic=False)
+    return _compiled[fn.__name__]
+
+
+# ----------------------------------------------------------------- timing
+class Timer:
+    """CPU: wall clock around each call. CUDA: events, synchronised once per
+    sample."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __call__(self, fn: Callable[[], None], inner: int) -> float:
+        if self.device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / inner
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) / inner
+
+
+def measure_copy_bandwidth(device: str) -> float:
+    """GB/s of a large tensor copy (read + write) on the device."""
+    n = (1 << 26) if device == "cpu" else (1 << 28)  # 256 MB / 1 GB of float32
+    src = torch.ones(n, device=device)
+    dst = torch.empty_like(src)
+    timer = Timer(device)
+    for _ in range(2):
+        dst.copy_(src)
+    ts = sorted(timer(lambda: dst.copy_(src), 3) for _ in range(7))
+    return 2 * src.numel() * src.element_size() / ts[len(ts) // 2] / 1e9
+
+
+def percentile(xs: List[float], q: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+# ----------------------------------------------------------------- diag cases
+def diag_inputs(B: int, D: int, dtype, device, param: str, requires_grad: bool, gen):
+    def t(scale=1.0, offset=0.0):
+        x = torch.randn(B, D, generator=gen, dtype=torch.float32) * scale + offset
+        return x.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+    mu_p, mu_q = t(), t()
+    lv_p, lv_q = t(0.5), t(0.5)
+    with torch.no_grad():
+        std_p, std_q = (0.5 * lv_p).exp(), (0.5 * lv_q).exp()
+    std_p.requires_grad_(requires_grad)
+    std_q.requires_grad_(requires_grad)
+    return dict(mu_p=mu_p, mu_q=mu_q, lv_p=lv_p, lv_q=lv_q, std_p=std_p, std_q=std_q)
+
+
+def diag_providers(x, param: str, with_compile: bool) -> Dict[str, Callable[[], torch.Tensor]]:
+    mp, mq, sp, sq = x["mu_p"], x["mu_q"], x["std_p"], x["std_q"]
+    lp, lq = x["lv_p"], x["lv_q"]
+    if param == "std":
+        closed, a, b = closed_form_std, sp, sq
+    else:
+        closed, a, b = closed_form_logvar, lp, lq
+    prov = {
+        "torch.distributions": lambda: td.kl_divergence(
+            td.Independent(td.Normal(mp, sp, validate_args=False), 1),
+            td.Independent(td.Normal(mq, sq, validate_args=False), 1),
+        ),
+        "torch.distributions(validate)": lambda: td.kl_divergence(
+            td.Independent(td.Normal(mp, sp, validate_args=True), 1),
+            td.Independent(td.Normal(mq, sq, validate_args=True), 1),
+        ),
+        "eager closed form": lambda: closed(mp, a, mq, b),
+    }
+    if with_compile:
+        cf = compiled(closed)
+        prov["compiled closed form"] = lambda: cf(mp, a, mq, b)
+    prov["gkl"] = lambda: gkl.kl_diag(mp, a, mq, b, param=param, check=False)
+    prov["gkl(check)"] = lambda: gkl.kl_diag(mp, a, mq, b, param=param)
+    return prov
+
+
+def diag_bytes(B: int, D: int, elsize: int, mode: str) -> int:
+    """Bytes that must move: each input read once, outputs written once."""
+    fwd = (4 * B * D + B) * elsize
+    bwd = (4 * B * D + B + 4 * B * D) * elsize  # read inputs + grad, write 4 grads
+    return fwd if mode == "fwd" else fwd + bwd
+
+
+def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List[dict]:
+    gen = torch.Generator().manual_seed(B * 7 + D)
+    need_grad = mode != "fwd"
+    x = diag_inputs(B, D, dtype, device, param, need_grad, gen)
+    prov = diag_providers(x, param, args.compile)
+    leaves = [v for v in x.values() if v.requires_grad]
+
+    def make_call(f):
+        if not need_grad:
+            return lambda: f()
+
+        def step():
+            for t in leaves:
+                t.grad = None
+            f().sum().backward()
+
+        return step
+
+    calls = {name: make_call(f) for name, f in prov.items()}
+    # Correctness guard: every provider computes the same thing.
+    with torch.no_grad():
+        ref = prov["torch.distributions"]().double()
+        for name, f in prov.items():
+            got = f().double()
+            if not torch.allclose(got, ref, rtol=5e-2 if dtype != torch.float32 else 1e-3, atol=1e-2):
+                raise RuntimeError(f"bench: provider {name} disagrees with torch.distributions")
+    timer = Timer(device)
+    # Size the inner loop to ~20 ms per sample (CPU) so timer noise is small.
+    inner = {}
+    for name, c in calls.items():
+        c()
+        c()
+        t = timer(c, 1)
+        inner[name] = max(1, min(200, int(0.02 / max(t, 1e-7))))
+    samples: Dict[str, List[float]] = {n: [] for n in calls}
+    rounds = args.rounds
+    for _ in range(rounds):  # interleaved: every provider sees the same machine state
+        for name, c in calls.items():
+            samples[name].append(timer(c, inner[name]))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    med = {n: statistics.median(s) for n, s in samples.items()}
+    rows = []
+    nbytes = diag_bytes(B, D, torch.empty((), dtype=dtype).element_size(), mode)
+    for name, s in samples.items():
+        row = dict(
+            op=f"kl_{kind}", provider=name, mode=mode, param=param, B=B, D=D,
+            dtype=str(dtype).replace("torch.", ""), median_ms=med[name] * 1e3,
+            p20_ms=percentile(s, 0.2) * 1e3, p80_ms=percentile(s, 0.8) * 1e3,
+            gbps=nbytes / med[name] / 1e9, copy_gbps=copy_bw,
+            pct_of_copy_bw=100 * nbytes / med[name] / 1e9 / copy_bw,
+            gkl_speedup=med[name] / med["gkl"], device=device_name(device),
+            torch=torch.__version__, git_sha=sha,
+        )
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: List[dict], file=sys.stdout) -> None:
+    hdr = f"{'op':8} {'mode':8} {'B':>8} {'D':>5} {'dtype':8} {'provider':30} {'median ms':>10} {'p20':>9} {'p80':>9} {'GB/s':>7} {'gkl x':>7}"
+    print(hdr, file=file)
+    print("-" * len(hdr), file=file)
+    for r in rows:
+        print(
+            f"{r['op']:8} {r['mode']:8} {r['B']:>8} {r['D']:>5} {r['dtype']:8} {r['provider']:30} "
+            f"{r['median_ms']:>10.3f} {r['p20_ms']:>9.3f} {r['p80_ms']:>9.3f} {r['gbps']:>7.1f} "
+            f"{r['gkl_speedup']:>7.2f}",
+            file=file,
+        )
+
+
+def write_results(rows: List[dict], out_dir: str, tag: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, tag)
+    with open(base + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(base + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {base}.csv and {base}.json")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    p.add_argument("--kind", default="diag", choices=["diag", "all"],
+                   help="diag (full and mixed arrive with their kernels)")
+    p.add_argument("--mode", default="all", choices=["fwd", "fwd+bwd", "all"])
+    p.add_argument("--param", default="std", choices=["std", "logvar"],
+                   help="parametrisation (std matches torch.distributions' Normal)")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and rounds")
+    p.add_argument("--shapes", default=None, help="override, e.g. 65536x16,16384x512")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="skip the torch.compile provider")
+    p.add_argument("--out", default=os.path.join("bench", "results"))
+    p.add_argument("--tag", default=None, help="file name stem of the results")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> List[dict]:
+    args = parse_args(argv)
+    if args.device == "cuda" and not (torch.cuda.is_available() and gkl.CUDA_KERNELS):
+        sys.exit("bench: --device cuda needs a GPU and a build with CUDA kernels")
+    dtype = getattr(torch, args.dtype)
+    if args.rounds is None:
+        args.rounds = 7 if args.quick else 15
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    elif args.device == "cuda":
+        shapes = DIAG_SHAPES_CUDA_QUICK if args.quick else DIAG_SHAPES_CUDA
+    else:
+        shapes = DIAG_SHAPES_CPU_QUICK if args.quick else DIAG_SHAPES_CPU
+    modes = ["fwd", "fwd+bwd"] if args.mode == "all" else [args.mode]
+    sha = git_sha()
+    copy_bw = measure_copy_bandwidth(args.device)
+    print(f"gaussian_kl_cuda bench: {device_name(args.device)}, torch {torch.__version__}, "
+          f"git {sha}, copy bandwidth {copy_bw:.1f} GB/s")
+    rows = []
+    for B, D in shapes:
+        for mode in modes:
+            rows += run_case("diag", B, D, dtype, args.device, mode, args.param, args, copy_bw, sha)
+    print_table(rows)
+    tag = args.tag or f"diag_{args.device}_{args.dtype}_{args.param}"
+    write_results(rows, args.out, tag)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
