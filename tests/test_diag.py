@@ -413,3 +413,20 @@ def test_op_level_checks(gen):
         torch.ops.gaussian_kl.kl_diag(mu, s, None, None, "sigma", True)
     with pytest.raises(TypeError, match="dtype"):
         torch.ops.gaussian_kl.kl_diag(mu, s.double(), None, None, "std", True)
+
+
+# ------------------------------------------------------------------ entry points
+def test_main_self_check_passes():
+    from gaussian_kl_cuda.__main__ import self_check
+
+    assert self_check("cpu")
+
+
+def test_bench_runs_and_writes_results(tmp_path):
+    from gaussian_kl_cuda import bench
+
+    rows = bench.main(["--device", "cpu", "--shapes", "64x8,16x40", "--no-compile", "--rounds", "2",
+                       "--out", str(tmp_path), "--tag", "t"])
+    assert {r["provider"] for r in rows} >= {"torch.distributions", "eager closed form", "gkl"}
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert (tmp_path / "t.csv").exists() and (tmp_path / "t.json").exists()
