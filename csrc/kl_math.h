@@ -113,7 +113,8 @@ GKL_INLINE T phi_series(T x) {
 
 template <typename T>
 GKL_INLINE T phi(T x, T em1 /* expm1(x) */) {
-  return kl_abs(x) < T(0.5) ? phi_series(x) : em1 - x;
+  // x = +inf (a variance ratio that overflows): phi = +inf, not inf - inf.
+  return kl_abs(x) < T(0.5) ? phi_series(x) : (x <= kl_max<T>() ? em1 - x : x);
 }
 
 template <typename T>
@@ -161,19 +162,25 @@ struct DiagRatio {
   T phi;  // phi(ell); only filled by diag_ratio<..., /*WithPhi=*/true>
 };
 
-// log(a / b) for a, b > 0, accurate in relative terms everywhere: near 1 as
-// log1p((a - b) / b) (a - b is exact there, Sterbenz), below 1/2 as log(a/b)
-// (no cancellation). Above 1/2, (a - b) / b carries only rounding relative to
-// itself, so log1p stays accurate up to overflow of the ratio.
+// log(a / b) for a, b > 0, accurate in relative terms everywhere, with one
+// log evaluation. With r = a/b and d = (a - b)/b (a - b is exact near 1,
+// Sterbenz, and only rounded relative to itself above 1/2):
+//   r >= 1/2:  log1p(d) = log(u) + (d - (u - 1)) / u,  u = 1 + d rounded
+//              (the second term restores what rounding 1 + d lost);
+//   r <  1/2:  log(r), no cancellation (d would have lost r's low bits).
 template <typename M, typename T>
 GKL_INLINE T log_ratio(T a, T b, T* ratio_minus_one) {
   const T inv_b = T(1) / b;
   const T r = a * inv_b;
   const T d = (a - b) * inv_b;
   *ratio_minus_one = d;
-  const T l_near = M::log1p(d);
-  const T l_far = M::log(r);
-  return r < T(0.5) ? l_far : l_near;
+  const T u = T(1) + d;
+  const bool far = r < T(0.5);
+  const T x = far ? r : u;
+  // No correction where it is not defined: r < 1/2, or u = inf (a/b overflows).
+  const bool plain = far | !(u <= kl_max<T>());
+  const T c = plain ? T(0) : (d - (u - T(1))) / u;
+  return M::log(x) + c;
 }
 
 template <DiagParam P, bool HasQ, bool WithPhi, typename M, typename T>

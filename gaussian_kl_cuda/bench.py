@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -196,10 +197,15 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List
         t = timer(c, 1)
         inner[name] = max(1, min(200, int(0.02 / max(t, 1e-7))))
     samples: Dict[str, List[float]] = {n: [] for n in calls}
-    rounds = args.rounds
-    for _ in range(rounds):  # interleaved: every provider sees the same machine state
-        for name, c in calls.items():
-            samples[name].append(timer(c, inner[name]))
+    order = list(calls)
+    rng = random.Random(B * 31 + D)
+    for _ in range(args.rounds):
+        # Interleaved, in a fresh order each round: every provider sees the
+        # same machine state, and none always follows the same neighbour
+        # (allocation-heavy providers leave caches and TLBs cold).
+        rng.shuffle(order)
+        for name in order:
+            samples[name].append(timer(calls[name], inner[name]))
     if device == "cuda":
         torch.cuda.synchronize()
     med = {n: statistics.median(s) for n, s in samples.items()}

@@ -430,3 +430,45 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert {r["provider"] for r in rows} >= {"torch.distributions", "eager closed form", "gkl"}
     assert all(r["median_ms"] > 0 for r in rows)
     assert (tmp_path / "t.csv").exists() and (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("D", [7, 16, 64, 300])
+def test_misaligned_rows_and_large_d(device, D, gen):
+    """Rows that are contiguous but not 16-byte aligned (CUDA: scalar-load
+    path; CPU: gathered chunks), next to the aligned vectorised case."""
+    base_mu, base_s = make((33, D + 1), "logvar", gen, torch.float32, device)
+    mu_p, s_p = base_mu[:, 1:], base_s[:, 1:]
+    mu_q, s_q = make((33, D), "logvar", gen, torch.float32, device)
+    ref = kl_diag_ref(mu_p.cpu(), s_p.cpu(), mu_q.cpu(), s_q.cpu(), param="logvar")
+    out = gkl.kl_diag(mu_p, s_p, mu_q, s_q, param="logvar")
+    torch.testing.assert_close(out.cpu().double(), ref, **TOL[torch.float32])
+    ins = [t.clone().requires_grad_() for t in (mu_p, s_p)]
+    gkl.kl_diag(*ins, mu_q, s_q, param="logvar").sum().backward()
+    r_ins = [t.cpu().double().requires_grad_() for t in (mu_p, s_p)]
+    kl_diag_ref(*r_ins, mu_q.cpu(), s_q.cpu(), param="logvar").sum().backward()
+    for a, b in zip(ins, r_ins):
+        torch.testing.assert_close(a.grad.cpu().double(), b.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", [p for p in DEVICES if p != "cpu"])
+def test_cuda_graph_capture_without_host_sync(device, gen):
+    """check=False never syncs: forward + backward capture in a CUDA graph."""
+    mu, lv = make((1024, 64), "logvar", gen, torch.float32, device)
+    mu.requires_grad_()
+    lv.requires_grad_()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up outside the graph
+        gkl.kl_diag(mu, lv, param="logvar", reduction="sum", check=False).backward()
+    torch.cuda.current_stream().wait_stream(s)
+    mu.grad = lv.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = gkl.kl_diag(mu, lv, param="logvar", reduction="sum", check=False)
+        out.backward()
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = kl_diag_ref(mu.detach().cpu(), lv.detach().cpu(), param="logvar").sum()
+    torch.testing.assert_close(out.detach().cpu().double(), ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(mu.grad.cpu(), mu.detach().cpu())

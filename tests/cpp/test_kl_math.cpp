@@ -82,27 +82,61 @@ void run_case(const Case& c, double rtol, const char* tag) {
   }
 }
 
-// KL ~ 1e-9 per dimension: the non-negative form keeps float32 accurate.
-template <typename M>
+// KL ~ 1e-9 per dimension: the non-negative form keeps float32 accurate,
+// for every parametrisation.
+template <DiagParam P, typename M>
 void near_zero(const char* tag) {
   std::mt19937 rng(7);
   std::normal_distribution<double> n(0.0, 1.0);
   double worst = 0;
   bool negative = false;
+  const bool logp = P == DiagParam::LogVar || P == DiagParam::LogStd;
   for (int i = 0; i < 20000; ++i) {
-    const float mp = float(n(rng)), lp = float(0.5 * n(rng));
-    const float mq = float(mp + 3e-5 * n(rng)), lq = float(lp + 3e-5 * n(rng));
-    const float got = diag_term2<DiagParam::LogVar, true, M>(mp, lp, mq, lq);
-    const double l = double(lp) - double(lq), d = double(mq) - double(mp);
-    const double want = std::expm1(l) - l + d * d * std::exp(-double(lq));
+    const float mp = float(n(rng));
+    const float sp = logp ? float(0.5 * n(rng)) : float(std::exp(0.5 * n(rng)));
+    const float mq = float(mp + 3e-5 * n(rng));
+    const float sq = logp ? float(sp + 3e-5 * n(rng)) : float(sp * (1 + 3e-5 * n(rng)));
+    const float got = diag_term2<P, true, M>(mp, sp, mq, sq);
+    // log variance ratio and 1/vq in double from the same float inputs.
+    double l, ivq;
+    if (P == DiagParam::LogVar) l = double(sp) - double(sq), ivq = std::exp(-double(sq));
+    else if (P == DiagParam::LogStd) l = 2 * (double(sp) - double(sq)), ivq = std::exp(-2 * double(sq));
+    else if (P == DiagParam::Var) l = std::log(double(sp) / double(sq)), ivq = 1 / double(sq);
+    else l = 2 * std::log(double(sp) / double(sq)), ivq = 1 / (double(sq) * double(sq));
+    const double d = double(mq) - double(mp);
+    const double want = std::expm1(l) - l + d * d * ivq;
     if (got < 0) negative = true;
     if (want > 0) worst = std::fmax(worst, std::fabs(got - want) / want);
   }
   char what[96];
-  std::snprintf(what, sizeof what, "%s near-zero float32 max rel err", tag);
+  std::snprintf(what, sizeof what, "%s param=%d near-zero float32 max rel err", tag, int(P));
   check(worst < 1e-4, what, worst, 1e-4);
-  std::snprintf(what, sizeof what, "%s near-zero never negative", tag);
+  std::snprintf(what, sizeof what, "%s param=%d near-zero never negative", tag, int(P));
   check(!negative, what, negative, 0);
+}
+
+template <typename M>
+void near_zero_all(const char* tag) {
+  near_zero<DiagParam::Std, M>(tag);
+  near_zero<DiagParam::Var, M>(tag);
+  near_zero<DiagParam::LogVar, M>(tag);
+  near_zero<DiagParam::LogStd, M>(tag);
+}
+
+// A variance ratio beyond float range gives +inf (the true KL overflows
+// too), never NaN; extreme but representable cases stay finite.
+template <typename M>
+void extremes(const char* tag) {
+  char what[96];
+  std::snprintf(what, sizeof what, "%s var ratio 1e60 -> inf", tag);
+  const float a = diag_term2<DiagParam::Var, true, M>(0.0f, 1e30f, 0.0f, 1e-30f);
+  check(std::isinf(a) && a > 0, what, a, INFINITY);
+  std::snprintf(what, sizeof what, "%s std ratio 1e30 -> inf", tag);
+  const float b = diag_term2<DiagParam::Std, true, M>(0.0f, 1e15f, 0.0f, 1e-15f);
+  check(std::isinf(b) && b > 0, what, b, INFINITY);
+  std::snprintf(what, sizeof what, "%s logvar +-80 finite", tag);
+  const float c = diag_term2<DiagParam::LogVar, true, M>(0.0f, -80.0f, 0.0f, 80.0f);
+  check(std::fabs(c - 159.0) < 1e-4 * 159.0, what, c, 159.0);  // e^-160 - 1 + 160
 }
 
 template <typename M>
@@ -188,8 +222,10 @@ int main() {
     run_case<StdMath, float>(c, 2e-6, "float/libm");
     run_case<cpu::FastMath, float>(c, 2e-6, "float/fast");
   }
-  near_zero<StdMath>("libm");
-  near_zero<cpu::FastMath>("fast");
+  near_zero_all<StdMath>("libm");
+  near_zero_all<cpu::FastMath>("fast");
+  extremes<StdMath>("libm");
+  extremes<cpu::FastMath>("fast");
   invalid_inputs<StdMath>("libm");
   invalid_inputs<cpu::FastMath>("fast");
   fast_math_sweep();
