@@ -163,10 +163,13 @@ struct DiagRatio {
 };
 
 // log(a / b) for a, b > 0, accurate in relative terms everywhere, with one
-// log evaluation. With r = a/b and d = (a - b)/b (a - b is exact near 1,
-// Sterbenz, and only rounded relative to itself above 1/2):
-//   r >= 1/2:  log1p(d) = log(u) + (d - (u - 1)) / u,  u = 1 + d rounded
-//              (the second term restores what rounding 1 + d lost);
+// log evaluation and one division. With r = a/b and d = (a - b)/b (a - b is
+// exact near 1, Sterbenz, and only rounded relative to itself above 1/2):
+//   r >= 1/2:  log1p(d) = log(u) + (d - (u - 1)) / u,  u = 1 + d rounded.
+//              The second term restores what rounding 1 + d lost (< ulp(u)).
+//              It matters only for |d| < 1/2, where u in (1/2, 3/2) and the
+//              "/ u" changes it by less than half an ulp of the result, so
+//              it is dropped; beyond, the whole term is below eps relative.
 //   r <  1/2:  log(r), no cancellation (d would have lost r's low bits).
 template <typename M, typename T>
 GKL_INLINE T log_ratio(T a, T b, T* ratio_minus_one) {
@@ -175,11 +178,8 @@ GKL_INLINE T log_ratio(T a, T b, T* ratio_minus_one) {
   const T d = (a - b) * inv_b;
   *ratio_minus_one = d;
   const T u = T(1) + d;
-  const bool far = r < T(0.5);
-  const T x = far ? r : u;
-  // No correction where it is not defined: r < 1/2, or u = inf (a/b overflows).
-  const bool plain = far | !(u <= kl_max<T>());
-  const T c = plain ? T(0) : (d - (u - T(1))) / u;
+  const T x = r < T(0.5) ? r : u;
+  const T c = kl_abs(d) < T(0.5) ? d - (u - T(1)) : T(0);
   return M::log(x) + c;
 }
 

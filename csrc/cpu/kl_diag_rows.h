@@ -158,8 +158,7 @@ GKL_ALWAYS_INLINE void forward_rows_body(
 
 // Gradients for rows [begin, end): each element depends only on its own
 // inputs and the row's incoming gradient g[row]. Computed W lanes at a time
-// into a small buffer, stored only for the outputs asked for (the branch is
-// per block, not per element).
+// into a small buffer, stored only for the outputs asked for.
 template <typename scalar_t, DiagParam P, bool HasQ, bool Contig>
 GKL_ALWAYS_INLINE void backward_rows_body(
     const DiagRows& r,
@@ -227,17 +226,21 @@ GKL_ALWAYS_INLINE void backward_rows_body(
       buf[2][k] = v.mu_q;
       buf[3][k] = v.s_q;
     };
-    for (int64_t d = 0; d < D; d += W) {
-      const int n = static_cast<int>(std::min<int64_t>(W, D - d));
-      if (n == W) {
-        for (int k = 0; k < W; ++k) grad(d + k, k);
-      } else {
-        for (int k = 0; k < n; ++k) grad(d + k, k);
-      }
+    int64_t d = 0;
+    for (; d + W <= D; d += W) {
+      for (int k = 0; k < W; ++k) grad(d + k, k);
+      // Constant trip count: inlined vector stores (a variable count would
+      // become a memcpy call per block). The branch is per block.
       for (int j = 0; j < 4; ++j) {
         if (!out[j]) continue;
-        for (int k = 0; k < n; ++k) out[j][d + k] = static_cast<scalar_t>(buf[j][k]);
+        for (int k = 0; k < W; ++k) out[j][d + k] = static_cast<scalar_t>(buf[j][k]);
       }
+    }
+    const int n = static_cast<int>(D - d);
+    for (int k = 0; k < n; ++k) grad(d + k, k);
+    for (int j = 0; j < 4; ++j) {
+      if (!out[j]) continue;
+      for (int k = 0; k < n; ++k) out[j][d + k] = static_cast<scalar_t>(buf[j][k]);
     }
   }
 }
