@@ -1,0 +1,37 @@
+"""Print a results JSON (from gaussian_kl_cuda.bench) as a markdown table:
+median time per provider and, in parentheses, how many times faster gkl is.
+
+    python bench/to_markdown.py bench/results/issue2_diag_cpu_float32_std.json
+"""
+
+import json
+import sys
+
+PROVIDERS = ("torch.distributions", "torch.distributions(validate)", "eager closed form",
+             "compiled closed form", "gkl")
+
+
+def table(path: str) -> str:
+    rows = json.load(open(path))
+    provs = [p for p in PROVIDERS if any(r["provider"] == p for r in rows)]
+    out = ["| B×D | mode | " + " | ".join(provs) + " |", "|---|---|" + "---|" * len(provs)]
+    keys = []
+    for r in rows:
+        k = (r["B"], r["D"], r["mode"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        rs = {r["provider"]: r for r in rows if (r["B"], r["D"], r["mode"]) == k}
+        cells = [f"{rs[p]['median_ms']:.2f} ms" + ("" if p == "gkl" else f" ({rs[p]['gkl_speedup']:.1f}×)")
+                 for p in provs]
+        out.append(f"| {k[0]}×{k[1]} | {k[2]} | " + " | ".join(cells) + " |")
+    r0 = rows[0]
+    out.append(f"\n{r0['device']}, torch {r0['torch']}, {r0['dtype']}, param={r0['param']}, "
+               f"git {r0['git_sha']}; copy bandwidth {r0['copy_gbps']:.0f} GB/s")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        print(table(p))
+        print()
