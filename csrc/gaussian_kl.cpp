@@ -17,4 +17,16 @@ TORCH_LIBRARY(gaussian_kl, m) {
   m.def(
       "kl_diag_backward(Tensor grad, Tensor mu_p, Tensor s_p, Tensor? mu_q, "
       "Tensor? s_q, str param, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // KL(p || q) of full-covariance Gaussians, one value per batch element.
+  //   mu_p, mu_q: [*batch, D]; m_p, m_q: [*batch, D, D], one batch shape;
+  //   mu_q = m_q = None means q = N(0, I). param: scale_tril (lower
+  //   triangle read) | cov (lower triangle read, symmetric). check as above.
+  m.def(
+      "kl_full(Tensor mu_p, Tensor m_p, Tensor? mu_q, Tensor? m_q, str param, "
+      "bool check) -> Tensor");
+  // Gradients w.r.t. (mu_p, m_p, mu_q, m_q) where output_mask says so:
+  // scale_tril gradients lower triangular, cov gradients symmetric.
+  m.def(
+      "kl_full_backward(Tensor grad, Tensor mu_p, Tensor m_p, Tensor? mu_q, "
+      "Tensor? m_q, str param, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -34,6 +34,32 @@ struct DiagGradOut {
   void* grad[4] = {nullptr, nullptr, nullptr, nullptr};  // mu_p, s_p, mu_q, s_q
 };
 
+// Parametrisation of a full covariance.
+enum class FullParam : int { ScaleTril = 0, Cov = 1 };
+
+// Inputs of a full-covariance KL: means as [N, D] and scale_tril/cov as
+// [N, D, D] strided views (row stride 0 for a q shared by all rows). q
+// absent (null) = N(0, I). lq_shared: a shared q covariance factored once by
+// the host (acc_t, D x D row-major, lower triangle), or null.
+struct FullRows {
+  const void* mu_p = nullptr;
+  const void* m_p = nullptr;
+  const void* mu_q = nullptr;
+  const void* m_q = nullptr;
+  int64_t mu_rs[2] = {0, 0}, mu_cs[2] = {1, 1};             // p, q
+  int64_t m_rs[2] = {0, 0}, m_s0[2] = {0, 0}, m_s1[2] = {1, 1};  // p, q
+  const void* lq_shared = nullptr;
+  int64_t rows = 0;
+  int64_t dim = 0;
+  bool has_q() const { return mu_q != nullptr; }
+};
+
+// Outputs of the full backward, contiguous, null when not needed:
+// mu_p [N, D], m_p [N, D, D], mu_q [N, D], m_q [N, D, D].
+struct FullGradOut {
+  void* grad[4] = {nullptr, nullptr, nullptr, nullptr};
+};
+
 enum class ScalarKind : int { Float = 0, Double = 1, Half = 2, BFloat16 = 3 };
 
 template <DiagParam P>

@@ -1,5 +1,7 @@
 #include "kl_diag.h"
 
+#include "kl_common.h"
+
 #include <ATen/ATen.h>
 #include <ATen/TensorUtils.h>
 
@@ -10,38 +12,6 @@ namespace gaussian_kl {
 namespace {
 
 constexpr const char* kArgNames[4] = {"mu_p", "s_p", "mu_q", "s_q"};
-
-std::string shape_str(c10::IntArrayRef s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
-
-// [N, D] view of t (shape [*batch, D]) without a copy when the batch dims
-// merge into one stride (always true for contiguous and for expanded [D]).
-at::Tensor as_rows(const at::Tensor& t, int64_t rows, int64_t dim) {
-  const std::vector<int64_t> shape = {rows, dim};
-  if (auto st = at::detail::computeStride(t.sizes(), t.strides(), shape)) {
-    return t.as_strided(shape, *st);
-  }
-  return t.reshape(shape);
-}
-
-std::string unravel(int64_t row, c10::IntArrayRef batch) {
-  std::vector<int64_t> idx(batch.size());
-  for (int64_t i = static_cast<int64_t>(batch.size()) - 1; i >= 0; --i) {
-    idx[i] = row % batch[i];
-    row /= batch[i];
-  }
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < idx.size(); ++i) os << (i ? ", " : "") << idx[i];
-  if (idx.size() == 1) os << ",";
-  os << ")";
-  return os.str();
-}
 
 }  // namespace
 
@@ -69,24 +39,6 @@ const char* diag_param_name(DiagParam param) {
       return "logstd";
   }
   return "?";
-}
-
-ScalarKind scalar_kind(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return ScalarKind::Float;
-    case at::kDouble:
-      return ScalarKind::Double;
-    case at::kHalf:
-      return ScalarKind::Half;
-    case at::kBFloat16:
-      return ScalarKind::BFloat16;
-    default:
-      TORCH_CHECK_TYPE(
-          false,
-          "gaussian_kl: expected a float32, float64, float16 or bfloat16 tensor, got ",
-          dtype);
-  }
 }
 
 DiagProblem make_diag_problem(
@@ -138,7 +90,7 @@ DiagProblem make_diag_problem(
   r.dim = dim;
   for (int i = 0; i < 4; ++i) {
     if (!args[i]) continue;
-    prob.views[i] = as_rows(*args[i], rows, dim);
+    prob.views[i] = as_rows(*args[i], rows, {dim});
     r.row_stride[i] = prob.views[i].stride(0);
     r.col_stride[i] = prob.views[i].stride(1);
   }
@@ -179,10 +131,6 @@ void raise_if_invalid_diag(const at::Tensor& out, const DiagProblem& prob) {
   }
   TORCH_CHECK_VALUE(
       false, "kl_diag: invalid input at batch index ", unravel(row, prob.batch_shape));
-}
-
-at::Tensor rows_view(const at::Tensor& t, int64_t rows) {
-  return as_rows(t.unsqueeze(-1), rows, 1).select(1, 0);
 }
 
 std::vector<at::Tensor> alloc_diag_grads(

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kl_args.h"
+#include "kl_common.h"
 
 namespace gaussian_kl {
 
@@ -27,7 +28,6 @@ struct DiagProblem {
 
 DiagParam parse_diag_param(c10::string_view param);
 const char* diag_param_name(DiagParam param);
-ScalarKind scalar_kind(at::ScalarType dtype);
 
 // Checks what the Python layer already guarantees (same shape, dtype and
 // device; floating dtype; rank >= 1), so that direct callers of
@@ -44,9 +44,6 @@ DiagProblem make_diag_problem(
 // naming the argument, the first bad batch index and the offending value.
 // One host sync on CUDA (the .any()); the error path itself may sync more.
 void raise_if_invalid_diag(const at::Tensor& out, const DiagProblem& prob);
-
-// The [N] view of a batch-shaped gradient (often an expanded scalar).
-at::Tensor rows_view(const at::Tensor& t, int64_t rows);
 
 // Allocate the backward outputs named by mask, [*batch, D] contiguous;
 // unneeded ones are empty tensors (the schema returns Tensor, not Tensor?).

@@ -53,6 +53,8 @@ struct StdMath {
   static GKL_INLINE double expm1(double x) { return ::expm1(x); }
   static GKL_INLINE double log(double x) { return ::log(x); }
   static GKL_INLINE double log1p(double x) { return ::log1p(x); }
+  static GKL_INLINE float sqrt(float x) { return ::sqrtf(x); }
+  static GKL_INLINE double sqrt(double x) { return ::sqrt(x); }
 };
 
 template <typename T>
@@ -285,6 +287,170 @@ GKL_INLINE DiagGrad<T> diag_grad(T g, T mp, T sp, T mq, T sq) {
   o.s_p = diag_chain<P>(g * r.em1, sp);
   o.s_q = diag_chain<P>(-g * (r.em1 + delta * delta * r.inv_vq), sq);
   return o;
+}
+
+
+// ---------------------------------------------------------------------------
+// Full covariance
+// ---------------------------------------------------------------------------
+//
+// Per batch element, with Lp, Lq lower Cholesky factors, delta = mu_q - mu_p,
+// A = Lq^-1 Lp (lower triangular, A_ii = Lp_ii / Lq_ii), b = Lq^-1 delta:
+//   2 KL = sum_{i>j} A_ij^2 + sum_i phi(2 log A_ii) + |b|^2,
+// a sum of non-negative terms. A is obtained as I + E with
+// E = Lq^-1 (Lp - Lq): Lp - Lq is exact where p ~ q, so the small
+// off-diagonal A_ij come out with relative accuracy (forming Lq^-1 Lp
+// directly would cancel), and phi(2 log A_ii) is the diagonal "std" term
+// with sp = Lp_ii, sq = Lq_ii (log1p form). Matrices are row-major D x D
+// buffers with leading dimension D; only the lower triangle is used.
+
+// In-place Cholesky of the lower triangle of a (upper triangle untouched).
+// Returns false if a pivot is not positive or not finite (not PD / NaN).
+template <typename M, typename T>
+GKL_INLINE bool cholesky_lower(T* a, int D) {
+  bool ok = true;
+  for (int j = 0; j < D; ++j) {
+    T s = a[j * D + j];
+    for (int k = 0; k < j; ++k) s -= a[j * D + k] * a[j * D + k];
+    ok = ok & (s > T(0)) & (s <= kl_max<T>());
+    const T ljj = M::sqrt(s > T(0) ? s : T(0));
+    a[j * D + j] = ljj;
+    const T inv = T(1) / ljj;
+    for (int i = j + 1; i < D; ++i) {
+      T t = a[i * D + j];
+      for (int k = 0; k < j; ++k) t -= a[i * D + k] * a[j * D + k];
+      a[i * D + j] = t * inv;
+    }
+  }
+  return ok;
+}
+
+// x <- L^-1 x (forward substitution), x of length D.
+template <typename T>
+GKL_INLINE void trsv_lower(const T* L, T* x, int D) {
+  for (int i = 0; i < D; ++i) {
+    T s = x[i];
+    for (int k = 0; k < i; ++k) s -= L[i * D + k] * x[k];
+    x[i] = s / L[i * D + i];
+  }
+}
+
+// x <- L^-T x (back substitution), x of length D.
+template <typename T>
+GKL_INLINE void trsv_lower_t(const T* L, T* x, int D) {
+  for (int i = D - 1; i >= 0; --i) {
+    T s = x[i];
+    for (int k = i + 1; k < D; ++k) s -= L[k * D + i] * x[k];
+    x[i] = s / L[i * D + i];
+  }
+}
+
+// E <- Lq^-1 (Lp - Lq), lower triangular (forward substitution per column).
+template <typename T>
+GKL_INLINE void solve_e(const T* Lp, const T* Lq, T* E, int D) {
+  for (int j = 0; j < D; ++j) {
+    for (int i = j; i < D; ++i) {
+      T s = Lp[i * D + j] - Lq[i * D + j];
+      for (int k = j; k < i; ++k) s -= Lq[i * D + k] * E[k * D + j];
+      E[i * D + j] = s / Lq[i * D + i];
+    }
+  }
+}
+
+// 2 KL from E (lower triangular, E = Lq^-1 (Lp - Lq)), b = Lq^-1 delta and
+// the factor diagonals. HasQ = false: Lq = I, E = Lp - I, b = -mu_p.
+template <typename M, typename T>
+GKL_INLINE T full_kl2(const T* Lp, const T* Lq, const T* E, const T* b, int D, bool has_q) {
+  T off = T(0), diag = T(0), bb = T(0);
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j < i; ++j) off += E[i * D + j] * E[i * D + j];
+    diag += has_q ? diag_term2<DiagParam::Std, true, M>(T(0), Lp[i * D + i], T(0), Lq[i * D + i])
+                  : diag_term2<DiagParam::Std, false, M>(T(0), Lp[i * D + i], T(0), T(0));
+    bb += b[i] * b[i];
+  }
+  return off + diag + bb;
+}
+
+// Gradients of KL w.r.t. the factors (scale_tril), lower triangular:
+//   dLp = tril(Lq^-T A) - diag(1/Lp_ii) = tril(Lq^-T E) + diag(E_ii / Lp_ii)
+//   dLq = -tril(Lq^-T (A A^T + b b^T)) + diag(1/Lq_ii)
+//       = -tril(Lq^-T S),  S = E + E^T + E E^T + b b^T
+// (using tril(Lq^-T) = diag(1/Lq_ii)), so both are exactly 0 at p == q and
+// accurate near it. Also y = Lq^-T b (dmu_p = -y, dmu_q = y).
+// Outputs gLp, gLq: D*D (upper triangles set to 0). S: D*D scratch, which
+// gLq may alias (each S entry is read before its gLq entry is written).
+template <typename T>
+GKL_INLINE void full_grad_tril(
+    const T* Lp, const T* Lq, const T* E, const T* b, int D, T* gLp, T* gLq, T* y, T* S) {
+  for (int i = 0; i < D; ++i) y[i] = b[i];
+  trsv_lower_t(Lq, y, D);
+  // gLp: back-substitute Lq^T X = E column by column; rows i >= j only
+  // (row i needs rows k > i, all >= j).
+  for (int j = 0; j < D; ++j) {
+    for (int i = D - 1; i >= j; --i) {
+      T s = E[i * D + j];
+      for (int k = i + 1; k < D; ++k) s -= Lq[k * D + i] * gLp[k * D + j];
+      gLp[i * D + j] = s / Lq[i * D + i];
+    }
+    for (int i = 0; i < j; ++i) gLp[i * D + j] = T(0);
+  }
+  for (int i = 0; i < D; ++i) gLp[i * D + i] += E[i * D + i] / Lp[i * D + i];
+  // S = E + E^T + E E^T + b b^T (symmetric; E lower triangular).
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      T s = b[i] * b[j] + E[i * D + j] + (i == j ? E[i * D + j] : T(0));
+      for (int k = 0; k <= j; ++k) s += E[i * D + k] * E[j * D + k];
+      S[i * D + j] = s;
+      S[j * D + i] = s;
+    }
+  }
+  for (int j = 0; j < D; ++j) {
+    for (int i = D - 1; i >= j; --i) {
+      T s = S[i * D + j];
+      for (int k = i + 1; k < D; ++k) s -= Lq[k * D + i] * gLq[k * D + j];
+      gLq[i * D + j] = s / Lq[i * D + i];
+    }
+    for (int i = 0; i < j; ++i) gLq[i * D + j] = T(0);
+  }
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j <= i; ++j) gLq[i * D + j] = -gLq[i * D + j];
+  }
+}
+
+// In-place inverse of a lower-triangular L (the result is lower triangular).
+template <typename T>
+GKL_INLINE void tri_inverse_lower(T* L, int D) {
+  for (int j = 0; j < D; ++j) {
+    L[j * D + j] = T(1) / L[j * D + j];
+    for (int i = j + 1; i < D; ++i) {
+      T s = T(0);
+      for (int k = j; k < i; ++k) s -= L[i * D + k] * L[k * D + j];
+      L[i * D + j] = s / L[i * D + i];
+    }
+  }
+}
+
+// out <- Li^T X Li for symmetric X (full D*D) and lower-triangular Li,
+// symmetric result written in full. work: D*D.
+template <typename T>
+GKL_INLINE void congruence_lt(const T* Li, const T* X, T* work, T* out, int D) {
+  // work = X Li
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j < D; ++j) {
+      T s = T(0);
+      for (int k = j; k < D; ++k) s += X[i * D + k] * Li[k * D + j];
+      work[i * D + j] = s;
+    }
+  }
+  // out = Li^T work (symmetric: compute j <= i and mirror)
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      T s = T(0);
+      for (int k = i; k < D; ++k) s += Li[k * D + i] * work[k * D + j];
+      out[i * D + j] = s;
+      out[j * D + i] = s;
+    }
+  }
 }
 
 }  // namespace gaussian_kl

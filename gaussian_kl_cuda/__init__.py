@@ -3,16 +3,18 @@ native forward and backward kernels on CPU and CUDA.
 
     import gaussian_kl_cuda as gkl
     kl = gkl.kl_diag(mu, logvar, param="logvar")      # KL(N(mu, e^logvar) || N(0, I))
+    kl = gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril")
 """
 
 import torch
 
 from ._ops import CUDA_KERNELS
 from .diag import DIAG_PARAMS, kl_diag
+from .full import FULL_PARAMS, kl_full
 
 __version__ = "0.1.0"
 
-__all__ = ["kl_diag", "DIAG_PARAMS", "CUDA_KERNELS", "build_info", "__version__"]
+__all__ = ["kl_diag", "kl_full", "DIAG_PARAMS", "FULL_PARAMS", "CUDA_KERNELS", "build_info", "__version__"]
 
 
 def build_info() -> dict:

@@ -72,3 +72,43 @@ torch.library.register_autograd(
     _kl_diag_double_backward,
     setup_context=_kl_diag_backward_setup_context,
 )
+
+
+# ---------------------------------------------------------------- kl_full
+@torch.library.register_fake("gaussian_kl::kl_full")
+def _kl_full_fake(mu_p, m_p, mu_q, m_q, param, check):
+    return mu_p.new_empty(mu_p.shape[:-1])
+
+
+@torch.library.register_fake("gaussian_kl::kl_full_backward")
+def _kl_full_backward_fake(grad, mu_p, m_p, mu_q, m_q, param, output_mask):
+    inputs = (mu_p, m_p, mu_q, m_q)
+    return tuple(
+        mu_p.new_empty(inputs[i].shape) if (output_mask[i] and inputs[i] is not None) else mu_p.new_empty((0,))
+        for i in range(4)
+    )
+
+
+def _kl_full_backward(ctx, grad):
+    mu_p, m_p, mu_q, m_q = ctx.saved_tensors
+    mask = [bool(m) for m in ctx.needs_input_grad[:4]]
+    grads = ops.kl_full_backward(grad, mu_p, m_p, mu_q, m_q, ctx.param, mask)
+    return tuple(grads[i] if mask[i] else None for i in range(4)) + (None, None)
+
+
+torch.library.register_autograd(
+    "gaussian_kl::kl_full", _kl_full_backward, setup_context=_kl_diag_setup_context
+)
+
+
+def _kl_full_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "gaussian_kl_cuda: second derivatives of kl_full (double backward) are not implemented."
+    )
+
+
+torch.library.register_autograd(
+    "gaussian_kl::kl_full_backward",
+    _kl_full_double_backward,
+    setup_context=_kl_diag_backward_setup_context,
+)

@@ -165,6 +165,8 @@ struct FastMath {
   static GKL_FM_INLINE double expm1(double x) { return StdMath::expm1(x); }
   static GKL_FM_INLINE double log(double x) { return StdMath::log(x); }
   static GKL_FM_INLINE double log1p(double x) { return StdMath::log1p(x); }
+  static GKL_FM_INLINE float sqrt(float x) { return StdMath::sqrt(x); }
+  static GKL_FM_INLINE double sqrt(double x) { return StdMath::sqrt(x); }
 };
 
 #undef GKL_FM_INLINE

@@ -1,0 +1,28 @@
+// Helpers shared by the torch-facing launchers of every op.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "kl_args.h"
+
+namespace gaussian_kl {
+
+std::string shape_str(c10::IntArrayRef s);
+
+// "(i, j)" multi-index of flat row `row` in `batch` ("(i,)" for one dim).
+std::string unravel(int64_t row, c10::IntArrayRef batch);
+
+// View of t ([*batch, *tail]) as [rows, *tail] without a copy when the batch
+// dims merge into one stride (always for contiguous and for expanded
+// tensors); otherwise a contiguous copy.
+at::Tensor as_rows(const at::Tensor& t, int64_t rows, c10::IntArrayRef tail);
+
+// The [N] view of a batch-shaped gradient (often an expanded scalar).
+at::Tensor rows_view(const at::Tensor& t, int64_t rows);
+
+ScalarKind scalar_kind(at::ScalarType dtype);
+
+}  // namespace gaussian_kl
