@@ -1,0 +1,87 @@
+// Torch-facing CUDA entry points of the full-covariance KL.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "../kl_full.h"
+#include "kl_full_kernels.h"
+
+namespace gaussian_kl {
+namespace {
+
+constexpr int64_t kBlock = 128;          // kThreads of kl_full_kernels.cu
+constexpr int64_t kWsBytes = 256 << 20;  // workspace cap: threads shrink for large D
+
+// Threads (a multiple of kBlock) and their workspace for `rows` rows.
+at::Tensor workspace(const FullProblem& prob, int64_t* threads) {
+  const auto acc = prob.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const int64_t per = kl_full_cuda_ws_per_thread(prob.rows.dim);
+  const int64_t bytes = per * (acc == at::kDouble ? 8 : 4);
+  int64_t t = std::min<int64_t>(prob.rows.rows, std::max<int64_t>(1, kWsBytes / bytes));
+  t = std::min<int64_t>(t, int64_t{1} << 20);
+  t = (t + kBlock - 1) / kBlock * kBlock;
+  *threads = t;
+  return at::empty({t * per}, prob.m[0].options().dtype(acc));
+}
+
+// Args/Returns: as kl_full_forward_cpu. check=True costs one host sync.
+at::Tensor kl_full_forward_cuda(
+    const at::Tensor& mu_p,
+    const at::Tensor& m_p,
+    const std::optional<at::Tensor>& mu_q,
+    const std::optional<at::Tensor>& m_q,
+    c10::string_view param,
+    bool check) {
+  const c10::cuda::CUDAGuard guard(mu_p.device());
+  const FullProblem prob = make_full_problem(mu_p, m_p, mu_q, m_q, param, /*factor_shared_q=*/false);
+  at::Tensor out = at::empty(prob.batch_shape, mu_p.options());
+  if (prob.rows.rows > 0) {
+    int64_t threads = 0;
+    at::Tensor ws = workspace(prob, &threads);
+    C10_CUDA_CHECK(kl_full_forward_cuda_launch(scalar_kind(prob.dtype), prob.param, prob.rows,
+                                               out.data_ptr(), ws.data_ptr(), threads,
+                                               c10::cuda::getCurrentCUDAStream()));
+  }
+  if (check) raise_if_invalid_full(out, prob);
+  return out;
+}
+
+// Args/Returns: as kl_full_backward_cpu.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_full_backward_cuda(
+    const at::Tensor& grad,
+    const at::Tensor& mu_p,
+    const at::Tensor& m_p,
+    const std::optional<at::Tensor>& mu_q,
+    const std::optional<at::Tensor>& m_q,
+    c10::string_view param,
+    std::array<bool, 4> output_mask) {
+  const c10::cuda::CUDAGuard guard(mu_p.device());
+  const FullProblem prob = make_full_problem(mu_p, m_p, mu_q, m_q, param, /*factor_shared_q=*/false);
+  TORCH_CHECK_VALUE(grad.sizes() == c10::IntArrayRef(prob.batch_shape),
+                    "kl_full_backward: grad must have the batch shape of the inputs");
+  FullGradOut o;
+  std::vector<at::Tensor> grads = alloc_full_grads(prob, mu_p, output_mask, &o);
+  if (prob.rows.rows > 0) {
+    const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
+    int64_t threads = 0;
+    at::Tensor ws = workspace(prob, &threads);
+    C10_CUDA_CHECK(kl_full_backward_cuda_launch(scalar_kind(prob.dtype), prob.param, prob.rows,
+                                                g.data_ptr(), g.stride(0), o, ws.data_ptr(), threads,
+                                                c10::cuda::getCurrentCUDAStream()));
+  }
+  return {grads[0], grads[1], grads[2], grads[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gaussian_kl, CUDA, m) {
+  m.impl("kl_full", &kl_full_forward_cuda);
+  m.impl("kl_full_backward", &kl_full_backward_cuda);
+}
+
+}  // namespace gaussian_kl

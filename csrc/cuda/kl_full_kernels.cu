@@ -1,0 +1,116 @@
+// CUDA kernels of the full-covariance KL: one thread per batch element
+// running the same row code as the CPU (kl_full_row.h), on a per-thread
+// workspace in global memory. Correct for any D; this is the general path
+// (size-specialised register/shared-memory kernels are future work).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "../kl_full_row.h"
+#include "kl_full_kernels.h"
+
+namespace gaussian_kl {
+
+// Half types convert explicitly (torch builds with __CUDA_NO_HALF_CONVERSIONS__).
+template <>
+GKL_INLINE float kl_load<__half>(const __half& x) {
+  return __half2float(x);
+}
+template <>
+GKL_INLINE float kl_load<__nv_bfloat16>(const __nv_bfloat16& x) {
+  return __bfloat162float(x);
+}
+template <>
+GKL_INLINE __half kl_store<__half, float>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+GKL_INLINE __nv_bfloat16 kl_store<__nv_bfloat16, float>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+namespace {
+
+constexpr int kThreads = 128;
+
+template <typename S, FullParam P, bool HasQ>
+__global__ void __launch_bounds__(kThreads) kl_full_forward_kernel(
+    const FullRows r, S* __restrict__ out, typename AccType<S>::type* ws, int64_t ws_per_thread) {
+  using A = typename AccType<S>::type;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const FullWork<A> w(ws + tid * ws_per_thread, static_cast<int>(r.dim));
+  for (int64_t row = tid; row < r.rows; row += nthreads) {
+    out[row] = kl_store<S>(full_row_forward<P, HasQ, StdMath, S>(r, row, w));
+  }
+}
+
+template <typename S, FullParam P, bool HasQ>
+__global__ void __launch_bounds__(kThreads) kl_full_backward_kernel(
+    const FullRows r, const S* __restrict__ g, int64_t g_stride, const FullGradOut o,
+    typename AccType<S>::type* ws, int64_t ws_per_thread) {
+  using A = typename AccType<S>::type;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const FullWork<A> w(ws + tid * ws_per_thread, static_cast<int>(r.dim));
+  for (int64_t row = tid; row < r.rows; row += nthreads) {
+    full_row_backward<P, HasQ, StdMath, S>(r, row, kl_load(g[row * g_stride]), w, o);
+  }
+}
+
+template <typename F>
+void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
+  auto with_q = [&](auto tag, auto p) {
+    if (has_q) f(tag, p, std::true_type{});
+    else f(tag, p, std::false_type{});
+  };
+  auto with_p = [&](auto tag) {
+    if (param == FullParam::Cov) with_q(tag, std::integral_constant<FullParam, FullParam::Cov>{});
+    else with_q(tag, std::integral_constant<FullParam, FullParam::ScaleTril>{});
+  };
+  switch (kind) {
+    case ScalarKind::Float: with_p(float{}); break;
+    case ScalarKind::Double: with_p(double{}); break;
+    case ScalarKind::Half: with_p(__half{}); break;
+    case ScalarKind::BFloat16: with_p(__nv_bfloat16{}); break;
+  }
+}
+
+}  // namespace
+
+int64_t kl_full_cuda_ws_per_thread(int64_t dim) {
+  return 5 * dim * dim + 3 * dim;
+}
+
+// ws_threads must be a multiple of kThreads (the launcher rounds it).
+cudaError_t kl_full_forward_cuda_launch(
+    ScalarKind kind, FullParam param, const FullRows& r, void* out, void* ws, int64_t ws_threads,
+    cudaStream_t stream) {
+  if (r.rows == 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
+  const int64_t per = kl_full_cuda_ws_per_thread(r.dim);
+  dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
+    using S = decltype(tag);
+    using A = typename AccType<S>::type;
+    kl_full_forward_kernel<S, decltype(P)::value, decltype(HQ)::value>
+        <<<blocks, kThreads, 0, stream>>>(r, static_cast<S*>(out), static_cast<A*>(ws), per);
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t kl_full_backward_cuda_launch(
+    ScalarKind kind, FullParam param, const FullRows& r, const void* grad, int64_t grad_stride,
+    const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream) {
+  if (r.rows == 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
+  const int64_t per = kl_full_cuda_ws_per_thread(r.dim);
+  dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
+    using S = decltype(tag);
+    using A = typename AccType<S>::type;
+    kl_full_backward_kernel<S, decltype(P)::value, decltype(HQ)::value><<<blocks, kThreads, 0, stream>>>(
+        r, static_cast<const S*>(grad), grad_stride, o, static_cast<A*>(ws), per);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace gaussian_kl

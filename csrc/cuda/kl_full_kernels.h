@@ -1,0 +1,25 @@
+// Launchers of the full-covariance CUDA kernels (light: CUDA runtime and
+// kl_args.h only). `ws` is a device workspace of ws_threads * ws_per_thread
+// accumulators (float, or double for double inputs): one D x D workspace per
+// thread, threads striding over rows, so the temporary is bounded by the
+// thread count, never B x D x D.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "../kl_args.h"
+
+namespace gaussian_kl {
+
+// Accumulators per thread for event size D (5 D^2 + 3 D).
+int64_t kl_full_cuda_ws_per_thread(int64_t dim);
+
+cudaError_t kl_full_forward_cuda_launch(
+    ScalarKind kind, FullParam param, const FullRows& rows, void* out, void* ws, int64_t ws_threads,
+    cudaStream_t stream);
+
+cudaError_t kl_full_backward_cuda_launch(
+    ScalarKind kind, FullParam param, const FullRows& rows, const void* grad, int64_t grad_stride,
+    const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream);
+
+}  // namespace gaussian_kl

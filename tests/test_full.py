@@ -1,0 +1,350 @@
+"""kl_full against a float64 inverse/slogdet reference, td.MultivariateNormal,
+gradcheck, torch's own cov gradients, opcheck, torch.compile, conditioning,
+the numerics near p == q, low precision and every error case."""
+
+import pytest
+import torch
+import torch.distributions as td
+
+import gaussian_kl_cuda as gkl
+from conftest import DEVICES
+
+
+def kl_full_ref(mu_p, S_p, mu_q=None, S_q=None):
+    """0.5 [tr(Sq^-1 Sp) + d^T Sq^-1 d - D + logdet Sq - logdet Sp], float64."""
+    mu_p, S_p = mu_p.double(), S_p.double()
+    D = mu_p.shape[-1]
+    if mu_q is None:
+        mu_q = torch.zeros_like(mu_p)
+        S_q = torch.eye(D, dtype=torch.float64).expand_as(S_p)
+    mu_q, S_q = mu_q.double(), S_q.double()
+    Sq_inv = torch.linalg.inv(S_q)
+    d = (mu_q - mu_p).unsqueeze(-1)
+    tr = (Sq_inv * S_p.transpose(-1, -2)).sum((-1, -2))
+    maha = (d.transpose(-1, -2) @ Sq_inv @ d)[..., 0, 0]
+    return 0.5 * (tr + maha - D + torch.linalg.slogdet(S_q)[1] - torch.linalg.slogdet(S_p)[1])
+
+
+def rand_spd(shape, D, gen, cond=None, dtype=torch.float64):
+    """Random SPD matrices; with cond, eigenvalues log-spaced over [1/cond, 1]."""
+    A = torch.randn(*shape, D, D, generator=gen, dtype=torch.float64)
+    if cond is None:
+        S = A @ A.transpose(-1, -2) / D + 0.5 * torch.eye(D, dtype=torch.float64)
+    else:
+        Q, _ = torch.linalg.qr(A)
+        ev = torch.logspace(0, -torch.log10(torch.tensor(float(cond))).item(), D, dtype=torch.float64)
+        S = Q @ torch.diag_embed(ev.expand(*shape, D)) @ Q.transpose(-1, -2)
+        S = 0.5 * (S + S.transpose(-1, -2))
+    return S.to(dtype)
+
+
+def rand_mu(shape, D, gen, dtype=torch.float64):
+    return torch.randn(*shape, D, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def inputs(param, shape, D, gen, dtype=torch.float64, device="cpu", cond=None):
+    mu = rand_mu(shape, D, gen)
+    S = rand_spd(shape, D, gen, cond)
+    m = torch.linalg.cholesky(S) if param == "scale_tril" else S
+    return mu.to(device, dtype), m.to(device, dtype), S
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("D", [1, 2, 3, 5, 16, 33])
+@pytest.mark.parametrize("q", ["full", "shared", "prior"])
+def test_matches_reference_and_td(device, param, dtype, D, q, gen):
+    B = 6
+    mu_p, m_p, S_p = inputs(param, (B,), D, gen, dtype, device)
+    if q == "prior":
+        out = gkl.kl_full(mu_p, m_p, param=param)
+        ref = kl_full_ref(mu_p.cpu(), S_p)
+        tdq = td.MultivariateNormal(torch.zeros(D, dtype=torch.float64), torch.eye(D, dtype=torch.float64))
+    else:
+        qshape = (B,) if q == "full" else ()
+        mu_q, m_q, S_q = inputs(param, qshape, D, gen, dtype, device)
+        out = gkl.kl_full(mu_p, m_p, mu_q, m_q, param=param)
+        ref = kl_full_ref(mu_p.cpu(), S_p, mu_q.cpu(), S_q)
+        tdq = td.MultivariateNormal(mu_q.cpu().double(), covariance_matrix=S_q)
+    assert out.shape == (B,) and out.dtype == dtype
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.cpu().double(), ref, **tol)
+    if dtype == torch.float64:
+        tdp = td.MultivariateNormal(mu_p.cpu(), covariance_matrix=S_p)
+        torch.testing.assert_close(out.cpu(), td.kl_divergence(tdp, tdq), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_shapes_broadcast_and_empty(device, gen):
+    D = 4
+    mu_p, L_p, S_p = inputs("scale_tril", (2, 3), D, gen, device=device)
+    mu_q, L_q, S_q = inputs("scale_tril", (3,), D, gen, device=device)
+    out = gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril")
+    assert out.shape == (2, 3)
+    torch.testing.assert_close(out.cpu(), kl_full_ref(mu_p.cpu(), S_p, mu_q.cpu().expand(2, 3, D), S_q.expand(2, 3, D, D)))
+    # A single shared q for the whole batch and a shared mean only.
+    out = gkl.kl_full(mu_p, L_p, mu_q[0], L_q[0], param="scale_tril", reduction="sum")
+    torch.testing.assert_close(out.cpu(), kl_full_ref(mu_p.cpu(), S_p, mu_q[0].cpu().expand(2, 3, D),
+                                                     S_q[0].expand(2, 3, D, D)).sum())
+    empty = gkl.kl_full(mu_p[:0], L_p[:0], param="scale_tril")
+    assert empty.shape == (0, 3)
+    e2 = gkl.kl_full(mu_p[:0], L_p[:0], mu_q, L_q, param="cov")
+    assert e2.shape == (0, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scale_tril_upper_triangle_ignored_and_noncontiguous(device, gen):
+    D = 6
+    mu_p, L_p, S_p = inputs("scale_tril", (5,), D, gen, device=device)
+    junk = L_p + torch.randn(5, D, D, generator=gen, dtype=torch.float64).to(device).triu(1)
+    out = gkl.kl_full(mu_p, junk, param="scale_tril")
+    torch.testing.assert_close(out.cpu(), kl_full_ref(mu_p.cpu(), S_p))
+    # Non-contiguous: a transposed upper factor viewed as lower, strided means.
+    U = L_p.transpose(-1, -2).contiguous()
+    mu_wide = torch.stack([mu_p, mu_p], -1)[..., 0]
+    out = gkl.kl_full(mu_wide, U.transpose(-1, -2), param="scale_tril")
+    torch.testing.assert_close(out.cpu(), kl_full_ref(mu_p.cpu(), S_p))
+    # cov: only the lower triangle is read (as a symmetric matrix).
+    mu_q, S_q, _ = inputs("cov", (5,), D, gen, device=device)
+    S_low = S_q.tril() + 7.0 * torch.ones_like(S_q).triu(1)
+    out = gkl.kl_full(mu_p, S_p.to(device), mu_q, S_low, param="cov")
+    torch.testing.assert_close(out.cpu(), kl_full_ref(mu_p.cpu(), S_p, mu_q.cpu(), S_q.cpu()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("D", [1, 2, 3, 8])
+@pytest.mark.parametrize("q", ["full", "shared", "prior"])
+def test_gradcheck_scale_tril(device, D, q, gen):
+    mu_p, L_p, _ = inputs("scale_tril", (3,), D, gen, device=device)
+    args = [mu_p.requires_grad_(), L_p.requires_grad_()]
+    if q != "prior":
+        mu_q, L_q, _ = inputs("scale_tril", (3,) if q == "full" else (), D, gen, device=device)
+        args += [mu_q.requires_grad_(), L_q.requires_grad_()]
+
+    def fn(*a):
+        a = list(a)
+        a[1] = a[1].tril()
+        if len(a) > 2:
+            a[3] = a[3].tril()
+        return gkl.kl_full(*a, param="scale_tril")
+
+    assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("D", [1, 2, 3, 8])
+@pytest.mark.parametrize("q", ["full", "shared", "prior"])
+def test_gradcheck_cov(device, D, q, gen):
+    mu_p, S_p, _ = inputs("cov", (3,), D, gen, device=device)
+    args = [mu_p.requires_grad_(), S_p.requires_grad_()]
+    if q != "prior":
+        mu_q, S_q, _ = inputs("cov", (3,) if q == "full" else (), D, gen, device=device)
+        args += [mu_q.requires_grad_(), S_q.requires_grad_()]
+
+    def fn(*a):
+        a = list(a)
+        a[1] = 0.5 * (a[1] + a[1].transpose(-1, -2))
+        if len(a) > 2:
+            a[3] = 0.5 * (a[3] + a[3].transpose(-1, -2))
+        return gkl.kl_full(*a, param="cov")
+
+    assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+def test_gradients_equal_torch(device, param, gen):
+    """Against autograd through td.MultivariateNormal (symmetric part for cov),
+    with grad_output != 1."""
+    D, B = 5, 4
+    mu_p, m_p, _ = inputs(param, (B,), D, gen, device=device)
+    mu_q, m_q, _ = inputs(param, (B,), D, gen, device=device)
+    w = torch.randn(B, generator=gen, dtype=torch.float64).to(device)
+    ours = [t.clone().requires_grad_() for t in (mu_p, m_p, mu_q, m_q)]
+    (gkl.kl_full(*ours, param=param) * w).sum().backward()
+    theirs = [t.clone().requires_grad_() for t in (mu_p, m_p, mu_q, m_q)]
+    kw = "scale_tril" if param == "scale_tril" else "covariance_matrix"
+    p = td.MultivariateNormal(theirs[0], **{kw: theirs[1]})
+    q = td.MultivariateNormal(theirs[2], **{kw: theirs[3]})
+    (td.kl_divergence(p, q) * w).sum().backward()
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        ga, gb = a.grad, b.grad
+        if i % 2 == 1:
+            if param == "cov":
+                ga, gb = 0.5 * (ga + ga.mT), 0.5 * (gb + gb.mT)
+            else:
+                ga, gb = ga.tril(), gb.tril()
+        torch.testing.assert_close(ga, gb, rtol=1e-9, atol=1e-10)
+    if param == "cov":  # ours is symmetric by construction
+        torch.testing.assert_close(ours[1].grad, ours[1].grad.mT)
+    else:  # and lower triangular for scale_tril
+        assert torch.all(ours[1].grad.triu(1) == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+def test_finite_zero_grads_at_p_equals_q(device, param, gen):
+    mu, m, _ = inputs(param, (3,), 4, gen, device=device)
+    ins = [mu.clone().requires_grad_(), m.clone().requires_grad_(), mu.clone().requires_grad_(),
+           m.clone().requires_grad_()]
+    kl = gkl.kl_full(*ins, param=param)
+    assert torch.all(kl.abs() < 1e-12)
+    kl.sum().backward()
+    for t in ins:
+        assert torch.isfinite(t.grad).all() and t.grad.abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+@pytest.mark.parametrize("dtype,cond", [(torch.float64, 1e4), (torch.float32, 1e3)])
+def test_ill_conditioned(device, param, dtype, cond, gen):
+    D = 8
+    mu_p, m_p, _ = inputs(param, (16,), D, gen, dtype, device, cond=cond)
+    mu_q, m_q, _ = inputs(param, (16,), D, gen, dtype, device, cond=cond)
+    out = gkl.kl_full(mu_p, m_p, mu_q, m_q, param=param)
+    # Reference in float64 on the same (rounded) inputs.
+    if param == "scale_tril":
+        Sp = m_p.cpu().double() @ m_p.cpu().double().mT
+        Sq = m_q.cpu().double() @ m_q.cpu().double().mT
+    else:
+        Sp, Sq = m_p.cpu().double(), m_q.cpu().double()
+    ref = kl_full_ref(mu_p.cpu(), Sp, mu_q.cpu(), Sq)
+    rtol = 1e-8 if dtype == torch.float64 else 1e-3
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+def test_near_zero_float32(device, param, gen):
+    """KL ~ 1e-8: float32 within 1e-2 relative of float64 on the same float32
+    inputs, never negative (torch's float32 MVN KL is off by orders of
+    magnitude here and goes negative)."""
+    D, B = 6, 200
+    mu_p, L_p, _ = inputs("scale_tril", (B,), D, gen)
+    eps = 3e-5
+    mu_q = mu_p + eps * torch.randn(B, D, generator=gen, dtype=torch.float64)
+    L_q = L_p + eps * torch.randn(B, D, D, generator=gen, dtype=torch.float64).tril()
+    f = [t.float() for t in (mu_p, L_p, mu_q, L_q)]
+    if param == "cov":
+        f[1] = f[1] @ f[1].mT
+        f[3] = f[3] @ f[3].mT
+        f[1] = 0.5 * (f[1] + f[1].mT)
+        f[3] = 0.5 * (f[3] + f[3].mT)
+        Sp, Sq = f[1].double(), f[3].double()
+    else:
+        Sp, Sq = f[1].double() @ f[1].double().mT, f[3].double() @ f[3].double().mT
+    ref = kl_full_ref(f[0], Sp, f[2], Sq)
+    assert 1e-10 < ref.median() < 1e-6
+    out = gkl.kl_full(*(t.to(device) for t in f), param=param).cpu().double()
+    assert torch.all(out >= 0)
+    rel = ((out - ref).abs() / ref).max().item()
+    assert rel <= 1e-2, rel
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_cov(device, dtype, gen):
+    """Half inputs work (torch's Cholesky refuses them), computed in float32."""
+    D = 5
+    mu_p, S_p, _ = inputs("cov", (8,), D, gen, dtype, device)
+    mu_q, S_q, _ = inputs("cov", (8,), D, gen, dtype, device)
+    out = gkl.kl_full(mu_p, S_p, mu_q, S_q, param="cov")
+    assert out.dtype == dtype
+    ref = kl_full_ref(mu_p.cpu(), S_p.cpu().double(), mu_q.cpu(), S_q.cpu().double())
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-2, atol=1e-2)
+    x = S_p.clone().requires_grad_()
+    gkl.kl_full(mu_p, x, mu_q, S_q, param="cov").sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+def test_opcheck(device, param, gen):
+    mu_p, m_p, _ = inputs(param, (3,), 4, gen, device=device)
+    mu_q, m_q, _ = inputs(param, (3,), 4, gen, device=device)
+    for args in [(mu_p.clone().requires_grad_(), m_p.clone().requires_grad_(), mu_q, m_q, param, True),
+                 (mu_p, m_p.clone().requires_grad_(), None, None, param, False)]:
+        torch.library.opcheck(torch.ops.gaussian_kl.kl_full.default, args)
+    g = torch.randn(3, generator=gen, dtype=torch.float64).to(device)
+    for mask in ([True, True, True, True], [False, True, False, False]):
+        torch.library.opcheck(torch.ops.gaussian_kl.kl_full_backward.default,
+                              (g, mu_p, m_p, mu_q, m_q, param, mask))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device, gen):
+    torch._dynamo.reset()
+
+    def loss(mu, L, mu_q, L_q):
+        return gkl.kl_full(mu, L, mu_q, L_q, param="scale_tril", reduction="mean") + \
+            gkl.kl_full(mu, L, param="scale_tril", reduction="sum", check=False)
+
+    compiled = torch.compile(loss, fullgraph=True)
+    mu, L, _ = inputs("scale_tril", (8,), 3, gen, torch.float32, device)
+    mq, Lq, _ = inputs("scale_tril", (), 3, gen, torch.float32, device)
+    a = [t.clone().requires_grad_() for t in (mu, L, mq, Lq)]
+    b = [t.clone().requires_grad_() for t in (mu, L, mq, Lq)]
+    oc, oe = compiled(*a), loss(*b)
+    torch.testing.assert_close(oc, oe)
+    oc.backward()
+    oe.backward()
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.grad, y.grad)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_pd_names_argument_and_index(device, gen):
+    mu_p, S_p, _ = inputs("cov", (4, 3), 5, gen, device=device)
+    mu_q, S_q, _ = inputs("cov", (4, 3), 5, gen, device=device)
+    S_q[2, 1] = -S_q[2, 1]  # negative definite
+    with pytest.raises(ValueError, match=r"m_q \(param='cov'\) is not positive definite at batch index \(2, 1\)"):
+        gkl.kl_full(mu_p, S_p, mu_q, S_q, param="cov")
+    out = gkl.kl_full(mu_p, S_p, mu_q, S_q, param="cov", check=False)
+    good = gkl.kl_full(mu_p, S_p, mu_q, S_q.abs() + 0 * S_q, param="cov", check=False)
+    assert torch.isnan(out[2, 1]) and torch.isfinite(out).sum() == 11
+    # A shared, non-PD q: every row is invalid, the error names m_q.
+    bad_q = -torch.eye(5, dtype=torch.float64, device=device)
+    with pytest.raises(ValueError, match="m_q .*not positive definite"):
+        gkl.kl_full(mu_p, S_p, mu_q[0, 0], bad_q, param="cov")
+    del good
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scale_tril_nonpositive_diagonal_and_nonfinite(device, gen):
+    mu_p, L_p, _ = inputs("scale_tril", (6,), 4, gen, device=device)
+    mu_q, L_q, _ = inputs("scale_tril", (6,), 4, gen, device=device)
+    good = gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril")
+    L_p[3, 2, 2] = -0.5
+    with pytest.raises(ValueError, match=r"m_p \(param='scale_tril'\) must have a positive diagonal.*\(3,\)"):
+        gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril")
+    mu_q[4, 1] = float("nan")
+    L_q[1, 3, 0] = float("inf")
+    out = gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril", check=False)
+    for i in range(6):
+        if i in (1, 3, 4):
+            assert torch.isnan(out[i])
+        else:
+            assert out[i] == good[i]
+    L_p[3, 2, 2] = 0.5
+    with pytest.raises(ValueError, match=r"m_q \(param='scale_tril'\) has a non-finite value.*\(1,\)"):
+        gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril")
+
+
+def test_shape_errors(gen):
+    mu, L, _ = inputs("scale_tril", (4,), 3, gen)
+    with pytest.raises(ValueError, match="for a diagonal covariance use kl_diag"):
+        gkl.kl_full(mu, torch.ones(4, 3, dtype=torch.float64), param="cov")
+    with pytest.raises(ValueError, match="event sizes disagree"):
+        gkl.kl_full(mu, torch.eye(5, dtype=torch.float64).expand(4, 5, 5), param="cov")
+    with pytest.raises(ValueError, match="batch shapes do not broadcast"):
+        gkl.kl_full(mu, L, mu[:3], L[:3], param="scale_tril")
+    with pytest.raises(ValueError, match="param must be one of"):
+        gkl.kl_full(mu, L, param="precision")
+    with pytest.raises(ValueError, match="both mu_q and m_q"):
+        gkl.kl_full(mu, L, mu, param="scale_tril")
+    with pytest.raises(TypeError, match="integer|dtype"):
+        gkl.kl_full(mu, torch.ones(4, 3, 3, dtype=torch.long), param="cov")
+    with pytest.raises(ValueError, match="is on meta"):
+        gkl.kl_full(mu, L.to("meta"), param="scale_tril")
