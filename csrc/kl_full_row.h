@@ -40,9 +40,16 @@ struct FullWork {
 // Returns x - x summed over every value read (NaN if any is not finite, else
 // 0) or NaN if a factorisation failed / a scale_tril diagonal is not > 0
 // (the latter via full_kl2's diagonal terms).
-template <FullParam P, bool HasQ, typename M, typename S, typename A>
+// DC > 0: the event size as a compile-time constant (small-D kernels: the
+// loops unroll and the workspace stays in registers / L1); 0: r.dim.
+template <int DC>
+GKL_INLINE int event_size(const FullRows& r) {
+  return DC > 0 ? DC : static_cast<int>(r.dim);
+}
+
+template <FullParam P, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) {
-  const int D = static_cast<int>(r.dim);
+  const int D = event_size<DC>(r);
   A bad = A(0);
   const S* mu_p = static_cast<const S*>(r.mu_p) + row * r.mu_rs[0];
   const S* m_p = static_cast<const S*>(r.m_p) + row * r.m_rs[0];
@@ -96,10 +103,10 @@ GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) 
 }
 
 // KL of one row.
-template <FullParam P, bool HasQ, typename M, typename S, typename A>
+template <FullParam P, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE A full_row_forward(const FullRows& r, int64_t row, const FullWork<A>& w) {
-  const A bad = full_prepare<P, HasQ, M, S>(r, row, w);
-  const int D = static_cast<int>(r.dim);
+  const A bad = full_prepare<P, HasQ, M, S, DC>(r, row, w);
+  const int D = event_size<DC>(r);
   return A(0.5) * (full_kl2<M>(w.Lp, w.Lq, w.E, w.b, D, HasQ) + bad);
 }
 
@@ -108,11 +115,11 @@ GKL_INLINE A full_row_forward(const FullRows& r, int64_t row, const FullWork<A>&
 // scale_tril (the upper triangle was never read: gradient 0), symmetric for
 // cov:  dSp = (Sq^-1 - Sp^-1) / 2,  dSq = -Lq^-T S Lq^-1 / 2 (S as in
 // full_grad_tril: the cancellation-free form of Sq^-1 (Sp + dd^T) Sq^-1).
-template <FullParam P, bool HasQ, typename M, typename S, typename A>
+template <FullParam P, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE void full_row_backward(
     const FullRows& r, int64_t row, A g, const FullWork<A>& w, const FullGradOut& o) {
-  const int D = static_cast<int>(r.dim);
-  full_prepare<P, HasQ, M, S>(r, row, w);
+  const int D = event_size<DC>(r);
+  full_prepare<P, HasQ, M, S, DC>(r, row, w);
   if (P == FullParam::ScaleTril) {
     // gLp -> w.T, gLq -> w.S (built in place of the S it consumes), y = Lq^-T b.
     full_grad_tril(w.Lp, w.Lq, w.E, w.b, D, w.T, w.S, w.y, w.S);

@@ -345,15 +345,42 @@ GKL_INLINE void trsv_lower_t(const T* L, T* x, int D) {
   }
 }
 
-// E <- Lq^-1 (Lp - Lq), lower triangular (forward substitution per column).
+// E <- Lq^-1 (Lp - Lq), lower triangular. Row-oriented forward substitution:
+// row i of E is (Delta_i - sum_{k<i} Lq_ik E_k) / Lq_ii, and every update is
+// a unit-stride axpy over j <= k (vectorises; no column walks).
 template <typename T>
 GKL_INLINE void solve_e(const T* Lp, const T* Lq, T* E, int D) {
-  for (int j = 0; j < D; ++j) {
-    for (int i = j; i < D; ++i) {
-      T s = Lp[i * D + j] - Lq[i * D + j];
-      for (int k = j; k < i; ++k) s -= Lq[i * D + k] * E[k * D + j];
-      E[i * D + j] = s / Lq[i * D + i];
+  for (int i = 0; i < D; ++i) {
+    T* e = E + i * D;
+    for (int j = 0; j <= i; ++j) e[j] = Lp[i * D + j] - Lq[i * D + j];
+    for (int k = 0; k < i; ++k) {
+      const T l = Lq[i * D + k];
+      const T* ek = E + k * D;
+      for (int j = 0; j <= k; ++j) e[j] -= l * ek[j];
     }
+    const T inv = T(1) / Lq[i * D + i];
+    for (int j = 0; j <= i; ++j) e[j] *= inv;
+  }
+}
+
+// X <- tril(Lq^-T R) for a lower-triangular or symmetric R (only its lower
+// triangle is read). Row-oriented back substitution: row i of X (j <= i)
+// is (R_i - sum_{k>i} Lq_ki X_k) / Lq_ii, unit-stride axpys over j <= i;
+// rows k > i are final when row i is computed. X may alias R. Upper
+// triangle of X set to 0.
+template <typename T>
+GKL_INLINE void tril_solve_lt(const T* Lq, const T* R, T* X, int D) {
+  for (int i = D - 1; i >= 0; --i) {
+    T* x = X + i * D;
+    for (int j = 0; j <= i; ++j) x[j] = R[i * D + j];
+    for (int k = i + 1; k < D; ++k) {
+      const T l = Lq[k * D + i];
+      const T* xk = X + k * D;
+      for (int j = 0; j <= i; ++j) x[j] -= l * xk[j];
+    }
+    const T inv = T(1) / Lq[i * D + i];
+    for (int j = 0; j <= i; ++j) x[j] *= inv;
+    for (int j = i + 1; j < D; ++j) x[j] = T(0);
   }
 }
 
@@ -384,34 +411,20 @@ GKL_INLINE void full_grad_tril(
     const T* Lp, const T* Lq, const T* E, const T* b, int D, T* gLp, T* gLq, T* y, T* S) {
   for (int i = 0; i < D; ++i) y[i] = b[i];
   trsv_lower_t(Lq, y, D);
-  // gLp: back-substitute Lq^T X = E column by column; rows i >= j only
-  // (row i needs rows k > i, all >= j).
-  for (int j = 0; j < D; ++j) {
-    for (int i = D - 1; i >= j; --i) {
-      T s = E[i * D + j];
-      for (int k = i + 1; k < D; ++k) s -= Lq[k * D + i] * gLp[k * D + j];
-      gLp[i * D + j] = s / Lq[i * D + i];
-    }
-    for (int i = 0; i < j; ++i) gLp[i * D + j] = T(0);
-  }
+  tril_solve_lt(Lq, E, gLp, D);
   for (int i = 0; i < D; ++i) gLp[i * D + i] += E[i * D + i] / Lp[i * D + i];
-  // S = E + E^T + E E^T + b b^T (symmetric; E lower triangular).
+  // Lower triangle of S = E + E^T + E E^T + b b^T (E lower triangular: the
+  // E E^T entry (i, j), j <= i, sums k <= j), as unit-stride dot products.
   for (int i = 0; i < D; ++i) {
     for (int j = 0; j <= i; ++j) {
       T s = b[i] * b[j] + E[i * D + j] + (i == j ? E[i * D + j] : T(0));
-      for (int k = 0; k <= j; ++k) s += E[i * D + k] * E[j * D + k];
+      const T* ei = E + i * D;
+      const T* ej = E + j * D;
+      for (int k = 0; k <= j; ++k) s += ei[k] * ej[k];
       S[i * D + j] = s;
-      S[j * D + i] = s;
     }
   }
-  for (int j = 0; j < D; ++j) {
-    for (int i = D - 1; i >= j; --i) {
-      T s = S[i * D + j];
-      for (int k = i + 1; k < D; ++k) s -= Lq[k * D + i] * gLq[k * D + j];
-      gLq[i * D + j] = s / Lq[i * D + i];
-    }
-    for (int i = 0; i < j; ++i) gLq[i * D + j] = T(0);
-  }
+  tril_solve_lt(Lq, S, gLq, D);
   for (int i = 0; i < D; ++i) {
     for (int j = 0; j <= i; ++j) gLq[i * D + j] = -gLq[i * D + j];
   }
@@ -431,24 +444,28 @@ GKL_INLINE void tri_inverse_lower(T* L, int D) {
 }
 
 // out <- Li^T X Li for symmetric X (full D*D) and lower-triangular Li,
-// symmetric result written in full. work: D*D.
+// symmetric result written in full. work: D*D. Loops ordered for unit-stride
+// axpys.
 template <typename T>
 GKL_INLINE void congruence_lt(const T* Li, const T* X, T* work, T* out, int D) {
-  // work = X Li
+  // work = X Li: row i of work = sum_k X_ik Li_k (Li_k nonzero for j <= k).
   for (int i = 0; i < D; ++i) {
-    for (int j = 0; j < D; ++j) {
-      T s = T(0);
-      for (int k = j; k < D; ++k) s += X[i * D + k] * Li[k * D + j];
-      work[i * D + j] = s;
+    T* w = work + i * D;
+    for (int j = 0; j < D; ++j) w[j] = T(0);
+    for (int k = 0; k < D; ++k) {
+      const T x = X[i * D + k];
+      const T* lk = Li + k * D;
+      for (int j = 0; j <= k; ++j) w[j] += x * lk[j];
     }
   }
-  // out = Li^T work (symmetric: compute j <= i and mirror)
+  // out = Li^T work: row i of out = sum_{k >= i} Li_ki work_k.
   for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      T s = T(0);
-      for (int k = i; k < D; ++k) s += Li[k * D + i] * work[k * D + j];
-      out[i * D + j] = s;
-      out[j * D + i] = s;
+    T* o = out + i * D;
+    for (int j = 0; j < D; ++j) o[j] = T(0);
+    for (int k = i; k < D; ++k) {
+      const T l = Li[k * D + i];
+      const T* wk = work + k * D;
+      for (int j = 0; j < D; ++j) o[j] += l * wk[j];
     }
   }
 }

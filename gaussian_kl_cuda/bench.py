@@ -32,6 +32,13 @@ DIAG_SHAPES_CPU = [(4096, 64), (65536, 16), (16384, 512), (1 << 20, 16), (2048, 
 DIAG_SHAPES_CPU_QUICK = [(65536, 16), (16384, 512)]
 DIAG_SHAPES_CUDA = [(1 << 20, 64), (65536, 4096), (1 << 22, 256)]
 DIAG_SHAPES_CUDA_QUICK = [(1 << 20, 64), (65536, 4096)]
+# Full covariance: B sized to roughly constant work (B * D^3).
+FULL_SHAPES_CPU = [(65536, 2), (16384, 4), (8192, 8), (4096, 16), (1024, 32), (512, 64), (64, 128),
+                   (32, 256), (8, 512)]
+FULL_SHAPES_CPU_QUICK = [(16384, 4), (4096, 16), (512, 64), (32, 256)]
+FULL_SHAPES_CUDA = [(1 << 20, 2), (1 << 19, 4), (1 << 18, 8), (1 << 17, 16), (1 << 16, 32),
+                    (8192, 64), (1024, 128), (128, 256)]
+FULL_SHAPES_CUDA_QUICK = [(1 << 18, 4), (1 << 16, 16), (1 << 14, 32)]
 
 
 def git_sha() -> str:
@@ -155,6 +162,41 @@ def diag_providers(x, param: str, with_compile: bool) -> Dict[str, Callable[[], 
     return prov
 
 
+def full_inputs(B: int, D: int, dtype, device, requires_grad: bool, gen):
+    def spd_factor():
+        A = torch.randn(B, D, D, generator=gen, dtype=torch.float64)
+        S = A @ A.transpose(-1, -2) / D + torch.eye(D, dtype=torch.float64)
+        return torch.linalg.cholesky(S).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+    def mu():
+        return torch.randn(B, D, generator=gen).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+    return dict(mu_p=mu(), mu_q=mu(), L_p=spd_factor(), L_q=spd_factor())
+
+
+def full_providers(x) -> Dict[str, Callable[[], torch.Tensor]]:
+    mp, mq, Lp, Lq = x["mu_p"], x["mu_q"], x["L_p"], x["L_q"]
+    return {
+        "torch.distributions": lambda: td.kl_divergence(
+            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=False),
+            td.MultivariateNormal(mq, scale_tril=Lq, validate_args=False),
+        ),
+        "torch.distributions(validate)": lambda: td.kl_divergence(
+            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=True),
+            td.MultivariateNormal(mq, scale_tril=Lq, validate_args=True),
+        ),
+        "gkl": lambda: gkl.kl_full(mp, Lp, mq, Lq, param="scale_tril", check=False),
+        "gkl(check)": lambda: gkl.kl_full(mp, Lp, mq, Lq, param="scale_tril"),
+    }
+
+
+def full_flops(B: int, D: int, mode: str) -> float:
+    """Useful flops: the triangular solve for E (D^3/3) and for b (D^2);
+    the backward adds two more triangular solves and E E^T (~D^3)."""
+    fwd = B * (D ** 3 / 3 + D * D)
+    return fwd if mode == "fwd" else fwd + B * (D ** 3 + 2 * D * D)
+
+
 def diag_bytes(B: int, D: int, elsize: int, mode: str) -> int:
     """Bytes that must move: each input read once, outputs written once."""
     fwd = (4 * B * D + B) * elsize
@@ -165,8 +207,13 @@ def diag_bytes(B: int, D: int, elsize: int, mode: str) -> int:
 def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List[dict]:
     gen = torch.Generator().manual_seed(B * 7 + D)
     need_grad = mode != "fwd"
-    x = diag_inputs(B, D, dtype, device, param, need_grad, gen)
-    prov = diag_providers(x, param, args.compile)
+    if kind == "diag":
+        x = diag_inputs(B, D, dtype, device, param, need_grad, gen)
+        prov = diag_providers(x, param, args.compile)
+    else:
+        x = full_inputs(B, D, dtype, device, need_grad, gen)
+        prov = full_providers(x)
+        param = "scale_tril"
     leaves = [v for v in x.values() if v.requires_grad]
 
     def make_call(f):
@@ -210,7 +257,12 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List
         torch.cuda.synchronize()
     med = {n: statistics.median(s) for n, s in samples.items()}
     rows = []
-    nbytes = diag_bytes(B, D, torch.empty((), dtype=dtype).element_size(), mode)
+    elsize = torch.empty((), dtype=dtype).element_size()
+    if kind == "diag":
+        nbytes = diag_bytes(B, D, elsize, mode)
+    else:
+        nbytes = (2 * B * D * D + 2 * B * D + B) * elsize * (1 if mode == "fwd" else 3)
+    flops = full_flops(B, D, mode) if kind == "full" else 0.0
     for name, s in samples.items():
         row = dict(
             op=f"kl_{kind}", provider=name, mode=mode, param=param, B=B, D=D,
@@ -218,6 +270,7 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List
             p20_ms=percentile(s, 0.2) * 1e3, p80_ms=percentile(s, 0.8) * 1e3,
             gbps=nbytes / med[name] / 1e9, copy_gbps=copy_bw,
             pct_of_copy_bw=100 * nbytes / med[name] / 1e9 / copy_bw,
+            gflops=flops / med[name] / 1e9,
             gkl_speedup=med[name] / med["gkl"], device=device_name(device),
             torch=torch.__version__, git_sha=sha,
         )
@@ -254,8 +307,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
-    p.add_argument("--kind", default="diag", choices=["diag", "all"],
-                   help="diag (full and mixed arrive with their kernels)")
+    p.add_argument("--kind", default="diag", choices=["diag", "full", "all"],
+                   help="diag, full (scale_tril inputs) or both (mixed arrives with its kernels)")
     p.add_argument("--mode", default="all", choices=["fwd", "fwd+bwd", "all"])
     p.add_argument("--param", default="std", choices=["std", "logvar"],
                    help="parametrisation (std matches torch.distributions' Normal)")
@@ -276,23 +329,29 @@ def main(argv=None) -> List[dict]:
     dtype = getattr(torch, args.dtype)
     if args.rounds is None:
         args.rounds = 7 if args.quick else 15
-    if args.shapes:
-        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    elif args.device == "cuda":
-        shapes = DIAG_SHAPES_CUDA_QUICK if args.quick else DIAG_SHAPES_CUDA
-    else:
-        shapes = DIAG_SHAPES_CPU_QUICK if args.quick else DIAG_SHAPES_CPU
+    kinds = ["diag", "full"] if args.kind == "all" else [args.kind]
     modes = ["fwd", "fwd+bwd"] if args.mode == "all" else [args.mode]
     sha = git_sha()
     copy_bw = measure_copy_bandwidth(args.device)
     print(f"gaussian_kl_cuda bench: {device_name(args.device)}, torch {torch.__version__}, "
           f"git {sha}, copy bandwidth {copy_bw:.1f} GB/s")
     rows = []
-    for B, D in shapes:
-        for mode in modes:
-            rows += run_case("diag", B, D, dtype, args.device, mode, args.param, args, copy_bw, sha)
+    for kind in kinds:
+        if args.shapes:
+            shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+        else:
+            table = {
+                ("diag", "cpu"): (DIAG_SHAPES_CPU_QUICK, DIAG_SHAPES_CPU),
+                ("diag", "cuda"): (DIAG_SHAPES_CUDA_QUICK, DIAG_SHAPES_CUDA),
+                ("full", "cpu"): (FULL_SHAPES_CPU_QUICK, FULL_SHAPES_CPU),
+                ("full", "cuda"): (FULL_SHAPES_CUDA_QUICK, FULL_SHAPES_CUDA),
+            }[(kind, args.device)]
+            shapes = table[0] if args.quick else table[1]
+        for B, D in shapes:
+            for mode in modes:
+                rows += run_case(kind, B, D, dtype, args.device, mode, args.param, args, copy_bw, sha)
     print_table(rows)
-    tag = args.tag or f"diag_{args.device}_{args.dtype}_{args.param}"
+    tag = args.tag or f"{args.kind}_{args.device}_{args.dtype}_{args.param}"
     write_results(rows, args.out, tag)
     return rows
 

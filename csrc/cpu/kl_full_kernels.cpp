@@ -4,9 +4,11 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "../kl_full_row.h"
+#include "kl_diag_rows.h"  // GKL_CPU_CLONES
 #include "kl_full_kernels.h"
 
 namespace gaussian_kl {
@@ -31,19 +33,74 @@ void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
   }
 }
 
+// Rows [begin, end) with the event size fixed at compile time (DC > 0) for
+// small D, or read at run time (DC = 0; compiled per ISA so the unit-stride
+// axpys of kl_math.h vectorise).
+template <typename S, FullParam P, bool HasQ, int DC>
+void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_t end) {
+  using A = typename AccType<S>::type;
+  std::vector<A> ws(FullWork<A>::size(r.dim));
+  const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
+  for (int64_t row = begin; row < end; ++row) {
+    o[row] = static_cast<S>(full_row_forward<P, HasQ, StdMath, S, DC>(r, row, w));
+  }
+}
+
+template <typename S, FullParam P, bool HasQ, int DC>
+void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o, int64_t begin,
+                    int64_t end) {
+  using A = typename AccType<S>::type;
+  std::vector<A> ws(FullWork<A>::size(r.dim));
+  const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
+  for (int64_t row = begin; row < end; ++row) {
+    full_row_backward<P, HasQ, StdMath, S, DC>(r, row, static_cast<A>(g[row * gs]), w, o);
+  }
+}
+
+template <typename S, FullParam P, bool HasQ>
+GKL_CPU_CLONES void forward_chunk_any_d(const FullRows& r, S* o, int64_t begin, int64_t end) {
+  forward_chunk<S, P, HasQ, 0>(r, o, begin, end);
+}
+
+template <typename S, FullParam P, bool HasQ>
+GKL_CPU_CLONES void backward_chunk_any_d(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
+                                         int64_t begin, int64_t end) {
+  backward_chunk<S, P, HasQ, 0>(r, g, gs, o, begin, end);
+}
+
+// Calls f(std::integral_constant<int, DC>) with DC = D for the specialised
+// small sizes (float and double only), 0 otherwise.
+template <typename S, typename F>
+void dispatch_dim(int64_t D, const F& f) {
+  if constexpr (std::is_same<S, float>::value || std::is_same<S, double>::value) {
+    switch (D) {
+      case 2: return f(std::integral_constant<int, 2>{});
+      case 3: return f(std::integral_constant<int, 3>{});
+      case 4: return f(std::integral_constant<int, 4>{});
+      case 8: return f(std::integral_constant<int, 8>{});
+      case 16: return f(std::integral_constant<int, 16>{});
+      default: break;
+    }
+  }
+  f(std::integral_constant<int, 0>{});
+}
+
 }  // namespace
 
 void kl_full_forward_rows(
     ScalarKind kind, FullParam param, const FullRows& r, void* out, int64_t begin, int64_t end) {
   dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
     using S = decltype(tag);
-    using A = typename AccType<S>::type;
-    std::vector<A> ws(FullWork<A>::size(r.dim));
-    const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
+    constexpr FullParam kP = decltype(P)::value;
+    constexpr bool kHQ = decltype(HQ)::value;
     S* o = static_cast<S*>(out);
-    for (int64_t row = begin; row < end; ++row) {
-      o[row] = static_cast<S>(full_row_forward<decltype(P)::value, decltype(HQ)::value, StdMath, S>(r, row, w));
-    }
+    dispatch_dim<S>(r.dim, [&](auto DC) {
+      if constexpr (decltype(DC)::value == 0) {
+        forward_chunk_any_d<S, kP, kHQ>(r, o, begin, end);
+      } else {
+        forward_chunk<S, kP, kHQ, decltype(DC)::value>(r, o, begin, end);
+      }
+    });
   });
 }
 
@@ -58,14 +115,16 @@ void kl_full_backward_rows(
     int64_t end) {
   dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
     using S = decltype(tag);
-    using A = typename AccType<S>::type;
-    std::vector<A> ws(FullWork<A>::size(r.dim));
-    const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
+    constexpr FullParam kP = decltype(P)::value;
+    constexpr bool kHQ = decltype(HQ)::value;
     const S* g = static_cast<const S*>(grad);
-    for (int64_t row = begin; row < end; ++row) {
-      full_row_backward<decltype(P)::value, decltype(HQ)::value, StdMath, S>(
-          r, row, static_cast<A>(g[row * grad_stride]), w, o);
-    }
+    dispatch_dim<S>(r.dim, [&](auto DC) {
+      if constexpr (decltype(DC)::value == 0) {
+        backward_chunk_any_d<S, kP, kHQ>(r, g, grad_stride, o, begin, end);
+      } else {
+        backward_chunk<S, kP, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
+      }
+    });
   });
 }
 
