@@ -114,6 +114,18 @@ def measure_copy_bandwidth(device: str) -> float:
     return 2 * src.numel() * src.element_size() / ts[len(ts) // 2] / 1e9
 
 
+def measure_matmul_gflops(device: str, dtype=torch.float32) -> float:
+    """GFLOP/s of a large square matrix product on the device (the ceiling
+    for the full-covariance rows)."""
+    n = 2048 if device == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timer = Timer(device)
+    a @ b
+    ts = sorted(timer(lambda: a @ b, 2) for _ in range(5))
+    return 2 * n ** 3 / ts[len(ts) // 2] / 1e9
+
+
 def percentile(xs: List[float], q: float) -> float:
     xs = sorted(xs)
     k = (len(xs) - 1) * q
@@ -204,30 +216,54 @@ def diag_bytes(B: int, D: int, elsize: int, mode: str) -> int:
     return fwd if mode == "fwd" else fwd + bwd
 
 
-def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List[dict]:
+def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=None) -> List[dict]:
     gen = torch.Generator().manual_seed(B * 7 + D)
     need_grad = mode != "fwd"
-    if kind == "diag":
-        x = diag_inputs(B, D, dtype, device, param, need_grad, gen)
-        prov = diag_providers(x, param, args.compile)
-    else:
-        x = full_inputs(B, D, dtype, device, need_grad, gen)
-        prov = full_providers(x)
+    elsize = torch.empty((), dtype=dtype).element_size()
+    set_bytes = (4 * B * D if kind == "diag" else 2 * B * D * (D + 1)) * elsize
+    # On a GPU, rotate among several input sets when one set would sit in the
+    # L2 cache (~50 MB): a cache-resident buffer would flatter every provider.
+    n_sets = 1 if device == "cpu" else max(1, min(8, -(-(3 * 64 << 20) // max(set_bytes, 1))))
+    sets = []
+    for _ in range(n_sets):
+        if kind == "diag":
+            x = diag_inputs(B, D, dtype, device, param, need_grad, gen)
+            sets.append((x, diag_providers(x, param, args.compile)))
+        else:
+            x = full_inputs(B, D, dtype, device, need_grad, gen)
+            sets.append((x, full_providers(x)))
+    if kind == "full":
         param = "scale_tril"
-    leaves = [v for v in x.values() if v.requires_grad]
+    prov = sets[0][1]
 
-    def make_call(f):
-        if not need_grad:
-            return lambda: f()
+    def make_call(name):
+        state = {"i": 0, "graph": {}}
 
-        def step():
-            for t in leaves:
-                t.grad = None
-            f().sum().backward()
+        def pick():
+            i = state["i"] % n_sets
+            state["i"] += 1
+            x, p = sets[i]
+            return [v for v in x.values() if v.requires_grad], p[name], i
 
-        return step
+        if mode == "fwd":
+            def call():
+                _, f, _ = pick()
+                f()
+        elif mode == "fwd+bwd":
+            def call():
+                leaves, f, _ = pick()
+                for t in leaves:
+                    t.grad = None
+                f().sum().backward()
+        else:  # bwd: the backward pass alone, on a graph built once per set
+            def call():
+                leaves, f, i = pick()
+                if i not in state["graph"]:
+                    state["graph"][i] = f().sum()
+                torch.autograd.grad(state["graph"][i], leaves, retain_graph=True, allow_unused=True)
+        return call
 
-    calls = {name: make_call(f) for name, f in prov.items()}
+    calls = {name: make_call(name) for name in prov}
     # Correctness guard: every provider computes the same thing.
     with torch.no_grad():
         ref = prov["torch.distributions"]().double()
@@ -236,11 +272,19 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List
             if not torch.allclose(got, ref, rtol=5e-2 if dtype != torch.float32 else 1e-3, atol=1e-2):
                 raise RuntimeError(f"bench: provider {name} disagrees with torch.distributions")
     timer = Timer(device)
-    # Size the inner loop to ~20 ms per sample (CPU) so timer noise is small.
+    # Size the inner loop to ~20 ms per sample so timer noise is small.
     inner = {}
+    peak = {}
     for name, c in calls.items():
         c()
         c()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            c()
+            torch.cuda.synchronize()
+            peak[name] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
         t = timer(c, 1)
         inner[name] = max(1, min(200, int(0.02 / max(t, 1e-7))))
     samples: Dict[str, List[float]] = {n: [] for n in calls}
@@ -257,7 +301,6 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List
         torch.cuda.synchronize()
     med = {n: statistics.median(s) for n, s in samples.items()}
     rows = []
-    elsize = torch.empty((), dtype=dtype).element_size()
     if kind == "diag":
         nbytes = diag_bytes(B, D, elsize, mode)
     else:
@@ -270,12 +313,23 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha) -> List
             p20_ms=percentile(s, 0.2) * 1e3, p80_ms=percentile(s, 0.8) * 1e3,
             gbps=nbytes / med[name] / 1e9, copy_gbps=copy_bw,
             pct_of_copy_bw=100 * nbytes / med[name] / 1e9 / copy_bw,
-            gflops=flops / med[name] / 1e9,
+            gflops=flops / med[name] / 1e9, matmul_gflops=matmul if kind == "full" else None,
+            peak_mem_mb=peak.get(name),  # CUDA only (max_memory_allocated over one call)
             gkl_speedup=med[name] / med["gkl"], device=device_name(device),
             torch=torch.__version__, git_sha=sha,
         )
         rows.append(row)
     return rows
+
+
+def fits(kind: str, B: int, D: int, dtype, device: str) -> bool:
+    """Inputs, gradients and the providers' temporaries (~4x) must fit."""
+    elsize = torch.empty((), dtype=dtype).element_size()
+    per = (4 * B * D if kind == "diag" else 2 * B * D * (D + 1)) * elsize
+    if device == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        return 12 * per < free
+    return 12 * per < 8 << 30
 
 
 def print_table(rows: List[dict], file=sys.stdout) -> None:
@@ -309,7 +363,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--kind", default="diag", choices=["diag", "full", "all"],
                    help="diag, full (scale_tril inputs) or both (mixed arrives with its kernels)")
-    p.add_argument("--mode", default="all", choices=["fwd", "fwd+bwd", "all"])
+    p.add_argument("--mode", default="all", choices=["fwd", "bwd", "fwd+bwd", "all"],
+                   help="all = fwd and fwd+bwd")
     p.add_argument("--param", default="std", choices=["std", "logvar"],
                    help="parametrisation (std matches torch.distributions' Normal)")
     p.add_argument("--quick", action="store_true", help="fewer shapes and rounds")
@@ -319,6 +374,7 @@ def parse_args(argv=None):
                    help="skip the torch.compile provider")
     p.add_argument("--out", default=os.path.join("bench", "results"))
     p.add_argument("--tag", default=None, help="file name stem of the results")
+    p.add_argument("--plot", action="store_true", help="also write PNG plots (needs matplotlib)")
     return p.parse_args(argv)
 
 
@@ -333,8 +389,10 @@ def main(argv=None) -> List[dict]:
     modes = ["fwd", "fwd+bwd"] if args.mode == "all" else [args.mode]
     sha = git_sha()
     copy_bw = measure_copy_bandwidth(args.device)
+    matmul = measure_matmul_gflops(args.device) if "full" in kinds else None
     print(f"gaussian_kl_cuda bench: {device_name(args.device)}, torch {torch.__version__}, "
-          f"git {sha}, copy bandwidth {copy_bw:.1f} GB/s")
+          f"git {sha}, copy bandwidth {copy_bw:.1f} GB/s"
+          + (f", float32 matmul {matmul:.0f} GFLOP/s" if matmul else ""))
     rows = []
     for kind in kinds:
         if args.shapes:
@@ -349,8 +407,17 @@ def main(argv=None) -> List[dict]:
             shapes = table[0] if args.quick else table[1]
         for B, D in shapes:
             for mode in modes:
-                rows += run_case(kind, B, D, dtype, args.device, mode, args.param, args, copy_bw, sha)
+                if not fits(kind, B, D, dtype, args.device):
+                    print(f"skip {kind} {B}x{D}: does not fit in device memory with its gradients")
+                    continue
+                rows += run_case(kind, B, D, dtype, args.device, mode, args.param, args, copy_bw, sha,
+                                 matmul)
     print_table(rows)
+    if args.plot:
+        from .plots import plot_results
+
+        for path in plot_results(rows, args.out, args.tag or f"{args.kind}_{args.device}_{args.dtype}"):
+            print(f"wrote {path}")
     tag = args.tag or f"{args.kind}_{args.device}_{args.dtype}_{args.param}"
     write_results(rows, args.out, tag)
     return rows

@@ -1,0 +1,56 @@
+"""Every op once, small, on CUDA, forward and backward, every dtype and
+parametrisation: the workload bench/gpu_check.sh runs under
+compute-sanitizer (memcheck), and a quick correctness check against float64
+on the CPU. Exit status 1 on any mismatch."""
+
+import sys
+
+import torch
+
+import gaussian_kl_cuda as gkl
+
+
+def main() -> int:
+    assert torch.cuda.is_available() and gkl.CUDA_KERNELS, "needs a GPU and the CUDA kernels"
+    g = torch.Generator().manual_seed(0)
+    bad = 0
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        tol = 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
+        for D in (1, 5, 8, 64, 130):  # scalar and 16-byte-vector paths, tails
+            for param in gkl.DIAG_PARAMS:
+                mu = torch.randn(33, D, generator=g)
+                s = torch.rand(33, D, generator=g) + 0.5
+                if param in ("logvar", "logstd"):
+                    s = s.log()
+                mq, sq = torch.randn(D, generator=g), s[0].clone()
+                ins = [t.to("cuda", dtype).requires_grad_() for t in (mu, s, mq, sq)]
+                out = gkl.kl_diag(*ins, param=param)
+                out.sum().backward()
+                ref = gkl.kl_diag(*(t.double() for t in (mu, s, mq, sq)), param=param)
+                err = ((out.double().cpu() - ref).abs() / ref.abs().clamp_min(1)).max().item()
+                if err > tol:
+                    bad += 1
+                    print(f"MISMATCH kl_diag {dtype} D={D} {param}: {err:.2e}")
+                gkl.kl_diag(*(t.detach() for t in ins[:2]), param=param, check=False)
+            for param in gkl.FULL_PARAMS:
+                if D > 64:
+                    continue
+                A = torch.randn(9, D, D, generator=g, dtype=torch.float64)
+                S = A @ A.mT / D + torch.eye(D, dtype=torch.float64)
+                m = torch.linalg.cholesky(S) if param == "scale_tril" else S
+                mu = torch.randn(9, D, generator=g, dtype=torch.float64)
+                ins = [t.to("cuda", dtype).requires_grad_() for t in (mu, m, mu.flip(0), m.flip(0))]
+                out = gkl.kl_full(*ins, param=param)
+                out.sum().backward()
+                ref = gkl.kl_full(mu, m, mu.flip(0), m.flip(0), param=param)
+                err = ((out.double().cpu() - ref).abs() / ref.abs().clamp_min(1)).max().item()
+                if err > tol * 10:
+                    bad += 1
+                    print(f"MISMATCH kl_full {dtype} D={D} {param}: {err:.2e}")
+    torch.cuda.synchronize()
+    print("gpu_smoke:", "OK" if bad == 0 else f"{bad} mismatches")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
