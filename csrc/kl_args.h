@@ -95,4 +95,16 @@ void dispatch_diag_variant(DiagParam param, bool has_q, bool contig, const F& f)
   }
 }
 
+// Runtime (param, has q) -> compile-time constants for the full kernels:
+// f(std::integral_constant<FullParam, P>{}, std::bool_constant<HasQ>{}).
+template <typename F>
+void dispatch_full_variant(FullParam param, bool has_q, const F& f) {
+  auto with_q = [&](auto p) {
+    if (has_q) f(p, std::true_type{});
+    else f(p, std::false_type{});
+  };
+  if (param == FullParam::Cov) with_q(std::integral_constant<FullParam, FullParam::Cov>{});
+  else with_q(std::integral_constant<FullParam, FullParam::ScaleTril>{});
+}
+
 }  // namespace gaussian_kl

@@ -42,6 +42,13 @@ at::Tensor rows_view(const at::Tensor& t, int64_t rows) {
   return as_rows(t.unsqueeze(-1), rows, {1}).select(1, 0);
 }
 
+int64_t first_nan_row(const at::Tensor& out) {
+  if (out.numel() == 0) return -1;
+  const at::Tensor bad = at::isnan(out.reshape({-1}));
+  if (!bad.any().item<bool>()) return -1;  // the one host sync of check=True
+  return bad.to(at::kInt).argmax().item<int64_t>();
+}
+
 ScalarKind scalar_kind(at::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat:

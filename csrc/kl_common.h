@@ -25,4 +25,9 @@ at::Tensor rows_view(const at::Tensor& t, int64_t rows);
 
 ScalarKind scalar_kind(at::ScalarType dtype);
 
+// Index of the first NaN in `out` (the per-row KL), or -1. Invalid rows are
+// NaN by construction, so this is the whole check=True test: one reduction
+// and one host sync on CUDA; the index is computed only when there is one.
+int64_t first_nan_row(const at::Tensor& out);
+
 }  // namespace gaussian_kl

@@ -104,10 +104,8 @@ DiagProblem make_diag_problem(
 }
 
 void raise_if_invalid_diag(const at::Tensor& out, const DiagProblem& prob) {
-  if (out.numel() == 0) return;
-  const at::Tensor bad = at::isnan(out.reshape({-1}));
-  if (!bad.any().item<bool>()) return;  // the one host sync of check=True
-  const int64_t row = bad.to(at::kInt).argmax().item<int64_t>();
+  const int64_t row = first_nan_row(out);
+  if (row < 0) return;
   const bool positive = prob.param == DiagParam::Std || prob.param == DiagParam::Var;
   for (int i = 0; i < 4; ++i) {
     if (!prob.views[i].defined()) continue;

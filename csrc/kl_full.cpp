@@ -103,10 +103,8 @@ FullProblem make_full_problem(
 }
 
 void raise_if_invalid_full(const at::Tensor& out, const FullProblem& prob) {
-  if (out.numel() == 0) return;
-  const at::Tensor bad = at::isnan(out.reshape({-1}));
-  if (!bad.any().item<bool>()) return;  // the one host sync of check=True
-  const int64_t row = bad.to(at::kInt).argmax().item<int64_t>();
+  const int64_t row = first_nan_row(out);
+  if (row < 0) return;
   const std::string where = " at batch index " + unravel(row, prob.batch_shape) + " (batch shape " +
       shape_str(prob.batch_shape) + ", event size " + std::to_string(prob.rows.dim) + ")";
   const std::string hint = ". Pass check=False to get NaN for that row instead (no host sync).";

@@ -9,16 +9,6 @@
 
 namespace gaussian_kl {
 
-// Scalar conversions; a backend adds overloads for its half types.
-template <typename S>
-GKL_INLINE typename AccType<S>::type kl_load(const S& x) {
-  return static_cast<typename AccType<S>::type>(x);
-}
-template <typename S, typename A>
-GKL_INLINE S kl_store(A x) {
-  return static_cast<S>(x);
-}
-
 // Workspace of one row: 5 D*D + 3 D accumulators.
 template <typename A>
 struct FullWork {

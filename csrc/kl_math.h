@@ -57,6 +57,17 @@ struct StdMath {
   static GKL_INLINE double sqrt(double x) { return ::sqrt(x); }
 };
 
+// Element <-> accumulator conversions. A backend specialises them for its
+// half types where a plain cast is not available (cuda/half_convert.cuh).
+template <typename S>
+GKL_INLINE typename AccType<S>::type kl_load(const S& x) {
+  return static_cast<typename AccType<S>::type>(x);
+}
+template <typename S, typename A>
+GKL_INLINE S kl_store(A x) {
+  return static_cast<S>(x);
+}
+
 template <typename T>
 GKL_INLINE T kl_abs(T x) {
   return x < T(0) ? -x : x;

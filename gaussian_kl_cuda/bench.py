@@ -74,6 +74,13 @@ _compiled: Dict[str, Callable] = {}
 
 
 def compiled(fn):
+    """torch.compile of fn, one per closed form; every (shape, grad mode) the
+    benchmark visits gets its own static-shape graph (the recompile limit is
+    raised so that no shape silently falls back to eager)."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), 256))
     if fn.__name__ not in _compiled:
         _compiled[fn.__name__] = torch.compile(fn, dynamic=False)
     return _compiled[fn.__name__]

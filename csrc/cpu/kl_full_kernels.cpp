@@ -15,21 +15,17 @@ namespace gaussian_kl {
 namespace cpu {
 namespace {
 
+// dtype x (param, has q) -> f(element tag, P, HasQ).
 template <typename F>
 void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
-  auto with_q = [&](auto tag, auto p) {
-    if (has_q) f(tag, p, std::true_type{});
-    else f(tag, p, std::false_type{});
-  };
-  auto with_p = [&](auto tag) {
-    if (param == FullParam::Cov) with_q(tag, std::integral_constant<FullParam, FullParam::Cov>{});
-    else with_q(tag, std::integral_constant<FullParam, FullParam::ScaleTril>{});
+  auto with_variant = [&](auto tag) {
+    dispatch_full_variant(param, has_q, [&](auto p, auto hq) { f(tag, p, hq); });
   };
   switch (kind) {
-    case ScalarKind::Float: with_p(float{}); break;
-    case ScalarKind::Double: with_p(double{}); break;
-    case ScalarKind::Half: with_p(c10::Half{}); break;
-    case ScalarKind::BFloat16: with_p(c10::BFloat16{}); break;
+    case ScalarKind::Float: with_variant(float{}); break;
+    case ScalarKind::Double: with_variant(double{}); break;
+    case ScalarKind::Half: with_variant(c10::Half{}); break;
+    case ScalarKind::BFloat16: with_variant(c10::BFloat16{}); break;
   }
 }
 

@@ -12,30 +12,13 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "half_convert.cuh"
 #include "kl_diag_kernels.h"
 
 namespace gaussian_kl {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_acc(typename AccType<T>::type x);
-template <>
-__device__ __forceinline__ float from_acc<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ double from_acc<double>(double x) { return x; }
-template <>
-__device__ __forceinline__ __half from_acc<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // V elements of T in one aligned load/store (16 bytes when V > 1).
 template <typename T, int V>
@@ -92,14 +75,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         acc += diag_term2<P, HasQ, StdMath>(
-            to_acc(a.v[k]), to_acc(b.v[k]), HasQ ? to_acc(c.v[k]) : acc_t(0),
-            HasQ ? to_acc(e.v[k]) : acc_t(0));
+            kl_load(a.v[k]), kl_load(b.v[k]), HasQ ? kl_load(c.v[k]) : acc_t(0),
+            HasQ ? kl_load(e.v[k]) : acc_t(0));
       }
     }
     for (int off = group >> 1; off > 0; off >>= 1) {
       acc += __shfl_xor_sync(mask, acc, off, group);
     }
-    if (lane == 0) out[row] = from_acc<T>(acc_t(0.5) * acc);
+    if (lane == 0) out[row] = kl_store<T>(acc_t(0.5) * acc);
   }
 }
 
@@ -124,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) kl_diag_backward_kernel(
     const T* sp = s_p + row * r.row_stride[1];
     const T* mq = HasQ ? mu_q + row * r.row_stride[2] : mp;
     const T* sq = HasQ ? s_q + row * r.row_stride[3] : sp;
-    const acc_t gr = to_acc(g[row * g_stride]);
+    const acc_t gr = kl_load(g[row * g_stride]);
     for (int64_t d = static_cast<int64_t>(lane) * V; d < D; d += static_cast<int64_t>(group) * V) {
       const Pack<T, V> a = load_pack<T, V>(mp, d, r.col_stride[0]);
       const Pack<T, V> b = load_pack<T, V>(sp, d, r.col_stride[1]);
@@ -137,12 +120,12 @@ __global__ void __launch_bounds__(kThreads) kl_diag_backward_kernel(
 #pragma unroll
       for (int k = 0; k < V; ++k) {
         const DiagGrad<acc_t> v = diag_grad<P, HasQ, StdMath>(
-            gr, to_acc(a.v[k]), to_acc(b.v[k]), HasQ ? to_acc(c.v[k]) : acc_t(0),
-            HasQ ? to_acc(e.v[k]) : acc_t(0));
-        res[0].v[k] = from_acc<T>(v.mu_p);
-        res[1].v[k] = from_acc<T>(v.s_p);
-        res[2].v[k] = from_acc<T>(v.mu_q);
-        res[3].v[k] = from_acc<T>(v.s_q);
+            gr, kl_load(a.v[k]), kl_load(b.v[k]), HasQ ? kl_load(c.v[k]) : acc_t(0),
+            HasQ ? kl_load(e.v[k]) : acc_t(0));
+        res[0].v[k] = kl_store<T>(v.mu_p);
+        res[1].v[k] = kl_store<T>(v.s_p);
+        res[2].v[k] = kl_store<T>(v.mu_q);
+        res[3].v[k] = kl_store<T>(v.s_q);
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j) {

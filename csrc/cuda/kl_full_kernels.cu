@@ -7,27 +7,10 @@
 #include <cuda_runtime.h>
 
 #include "../kl_full_row.h"
+#include "half_convert.cuh"
 #include "kl_full_kernels.h"
 
 namespace gaussian_kl {
-
-// Half types convert explicitly (torch builds with __CUDA_NO_HALF_CONVERSIONS__).
-template <>
-GKL_INLINE float kl_load<__half>(const __half& x) {
-  return __half2float(x);
-}
-template <>
-GKL_INLINE float kl_load<__nv_bfloat16>(const __nv_bfloat16& x) {
-  return __bfloat162float(x);
-}
-template <>
-GKL_INLINE __half kl_store<__half, float>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-GKL_INLINE __nv_bfloat16 kl_store<__nv_bfloat16, float>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 namespace {
 
@@ -58,21 +41,17 @@ __global__ void __launch_bounds__(kThreads) kl_full_backward_kernel(
   }
 }
 
+// dtype x (param, has q) -> f(element tag, P, HasQ).
 template <typename F>
 void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
-  auto with_q = [&](auto tag, auto p) {
-    if (has_q) f(tag, p, std::true_type{});
-    else f(tag, p, std::false_type{});
-  };
-  auto with_p = [&](auto tag) {
-    if (param == FullParam::Cov) with_q(tag, std::integral_constant<FullParam, FullParam::Cov>{});
-    else with_q(tag, std::integral_constant<FullParam, FullParam::ScaleTril>{});
+  auto with_variant = [&](auto tag) {
+    dispatch_full_variant(param, has_q, [&](auto p, auto hq) { f(tag, p, hq); });
   };
   switch (kind) {
-    case ScalarKind::Float: with_p(float{}); break;
-    case ScalarKind::Double: with_p(double{}); break;
-    case ScalarKind::Half: with_p(__half{}); break;
-    case ScalarKind::BFloat16: with_p(__nv_bfloat16{}); break;
+    case ScalarKind::Float: with_variant(float{}); break;
+    case ScalarKind::Double: with_variant(double{}); break;
+    case ScalarKind::Half: with_variant(__half{}); break;
+    case ScalarKind::BFloat16: with_variant(__nv_bfloat16{}); break;
   }
 }
 
