@@ -12,9 +12,14 @@ PROVIDERS = ("torch.distributions", "torch.distributions(validate)", "eager clos
 
 
 def table(path: str) -> str:
-    rows = json.load(open(path))
+    all_rows = json.load(open(path))
+    return "\n\n".join(op_table([r for r in all_rows if r["op"] == op])
+                        for op in sorted({r["op"] for r in all_rows}))
+
+
+def op_table(rows) -> str:
     provs = [p for p in PROVIDERS if any(r["provider"] == p for r in rows)]
-    out = ["| B×D | mode | " + " | ".join(provs) + " |", "|---|---|" + "---|" * len(provs)]
+    out = [f"**{rows[0]['op']}**\n", "| B×D | mode | " + " | ".join(provs) + " |", "|---|---|" + "---|" * len(provs)]
     keys = []
     for r in rows:
         k = (r["B"], r["D"], r["mode"])

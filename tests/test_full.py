@@ -52,7 +52,7 @@ def inputs(param, shape, D, gen, dtype=torch.float64, device="cpu", cond=None):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 8, 16, 33])
+@pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 8, 16, 33, 256])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
 def test_matches_reference_and_td(device, param, dtype, D, q, gen):
     B = 6

@@ -14,8 +14,9 @@
 namespace gaussian_kl {
 namespace {
 
-constexpr int64_t kBlock = 128;          // kThreads of kl_full_kernels.cu
-constexpr int64_t kWsBytes = 256 << 20;  // workspace cap: threads shrink for large D
+constexpr int64_t kBlock = 128;           // kThreads of kl_full_kernels.cu
+constexpr int64_t kMaxThreads = 1 << 18;  // ~ a full H100/H200 (132 SMs x 2048)
+constexpr int64_t kWsBytes = 256 << 20;   // workspace cap: fewer threads for large D
 
 // Threads (a multiple of kBlock) and their workspace for `rows` rows.
 at::Tensor workspace(const FullProblem& prob, int64_t* threads) {
@@ -23,7 +24,7 @@ at::Tensor workspace(const FullProblem& prob, int64_t* threads) {
   const int64_t per = kl_full_cuda_ws_per_thread(prob.rows.dim);
   const int64_t bytes = per * (acc == at::kDouble ? 8 : 4);
   int64_t t = std::min<int64_t>(prob.rows.rows, std::max<int64_t>(1, kWsBytes / bytes));
-  t = std::min<int64_t>(t, int64_t{1} << 20);
+  t = std::min<int64_t>(t, kMaxThreads);  // bounded by the thread count, not by B
   t = (t + kBlock - 1) / kBlock * kBlock;
   *threads = t;
   return at::empty({t * per}, prob.m[0].options().dtype(acc));
