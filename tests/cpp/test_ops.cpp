@@ -52,6 +52,25 @@ int main() {
     check(at::allclose(std::get<1>(grads), 0.5 * ((lp - lq).exp() - 1), 1e-12, 1e-12), "grad logvar_p");
     check(std::get<2>(grads).numel() == 0 && std::get<3>(grads).numel() == 0, "unneeded grads empty");
   }
+  // kl_full through the dispatcher, against the ATen closed form
+  // 1/2 [tr(Sq^-1 Sp) + d^T Sq^-1 d - D + logdet Sq - logdet Sp].
+  auto full = c10::Dispatcher::singleton().findSchemaOrThrow("gaussian_kl::kl_full", "").typed<Fwd>();
+  for (int64_t D : {2, 4, 7, 40}) {
+    const auto opt = at::TensorOptions().dtype(at::kDouble);
+    auto A = at::randn({5, D, D}, opt), B = at::randn({5, D, D}, opt);
+    auto Sp = at::matmul(A, A.transpose(-1, -2)) / D + at::eye(D, opt);
+    auto Sq = at::matmul(B, B.transpose(-1, -2)) / D + at::eye(D, opt);
+    auto mp = at::randn({5, D}, opt), mq = at::randn({5, D}, opt);
+    auto out = full.call(mp, Sp, mq, Sq, "cov", true);
+    auto out_l = full.call(mp, at::linalg_cholesky(Sp), mq, at::linalg_cholesky(Sq), "scale_tril", true);
+    auto Sqi = at::linalg_inv(Sq);
+    auto d = (mq - mp).unsqueeze(-1);
+    auto ref = 0.5 * ((Sqi * Sp.transpose(-1, -2)).sum({-1, -2}) +
+                      at::matmul(at::matmul(d.transpose(-1, -2), Sqi), d).squeeze(-1).squeeze(-1) - double(D) +
+                      std::get<1>(at::linalg_slogdet(Sq)) - std::get<1>(at::linalg_slogdet(Sp)));
+    check(at::allclose(out, ref, 1e-10, 1e-10), "kl_full cov vs ATen");
+    check(at::allclose(out_l, ref, 1e-10, 1e-10), "kl_full scale_tril vs ATen");
+  }
   // Invalid input with check=True raises a c10::ValueError naming the argument.
   bool raised = false;
   try {
