@@ -49,6 +49,22 @@ int64_t first_nan_row(const at::Tensor& out) {
   return bad.to(at::kInt).argmax().item<int64_t>();
 }
 
+std::vector<at::Tensor> alloc_grads(
+    const std::vector<int64_t> (&shapes)[4],
+    const bool (&present)[4],
+    c10::ArrayRef<bool> mask,
+    const at::Tensor& like,
+    void* (&ptrs)[4]) {
+  TORCH_CHECK_VALUE(mask.size() == 4, "gaussian_kl backward: output_mask must have 4 entries");
+  std::vector<at::Tensor> grads(4);
+  for (int i = 0; i < 4; ++i) {
+    const bool needed = mask[i] && present[i];
+    grads[i] = at::empty(needed ? c10::IntArrayRef(shapes[i]) : c10::IntArrayRef({0}), like.options());
+    ptrs[i] = needed ? grads[i].data_ptr() : nullptr;
+  }
+  return grads;
+}
+
 ScalarKind scalar_kind(at::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat:

@@ -25,6 +25,16 @@ at::Tensor rows_view(const at::Tensor& t, int64_t rows);
 
 ScalarKind scalar_kind(at::ScalarType dtype);
 
+// The four outputs of a backward op: grads[i] with shapes[i] (contiguous)
+// where mask[i] and present[i], else an empty tensor (the schemas return
+// Tensor, not Tensor?); ptrs[i] = its data, or null when not computed.
+std::vector<at::Tensor> alloc_grads(
+    const std::vector<int64_t> (&shapes)[4],
+    const bool (&present)[4],
+    c10::ArrayRef<bool> mask,
+    const at::Tensor& like,
+    void* (&ptrs)[4]);
+
 // Index of the first NaN in `out` (the per-row KL), or -1. Invalid rows are
 // NaN by construction, so this is the whole check=True test: one reduction
 // and one host sync on CUDA; the index is computed only when there is one.

@@ -136,20 +136,11 @@ std::vector<at::Tensor> alloc_diag_grads(
     const at::Tensor& like,
     c10::ArrayRef<bool> mask,
     DiagGradOut* out) {
-  TORCH_CHECK_VALUE(mask.size() == 4, "kl_diag_backward: output_mask must have 4 entries");
   std::vector<int64_t> full(prob.batch_shape);
   full.push_back(prob.rows.dim);
-  std::vector<at::Tensor> grads(4);
-  for (int i = 0; i < 4; ++i) {
-    if (mask[i] && prob.views[i].defined()) {
-      grads[i] = at::empty(full, like.options());
-      out->grad[i] = grads[i].data_ptr();
-    } else {
-      grads[i] = at::empty({0}, like.options());
-      out->grad[i] = nullptr;
-    }
-  }
-  return grads;
+  const std::vector<int64_t> shapes[4] = {full, full, full, full};
+  const bool present[4] = {true, true, prob.views[2].defined(), prob.views[3].defined()};
+  return alloc_grads(shapes, present, mask, like, out->grad);
 }
 
 }  // namespace gaussian_kl

@@ -135,23 +135,14 @@ void raise_if_invalid_full(const at::Tensor& out, const FullProblem& prob) {
 
 std::vector<at::Tensor> alloc_full_grads(
     const FullProblem& prob, const at::Tensor& like, c10::ArrayRef<bool> mask, FullGradOut* out) {
-  TORCH_CHECK_VALUE(mask.size() == 4, "kl_full_backward: output_mask must have 4 entries");
   std::vector<int64_t> vshape(prob.batch_shape), mshape(prob.batch_shape);
   vshape.push_back(prob.rows.dim);
   mshape.push_back(prob.rows.dim);
   mshape.push_back(prob.rows.dim);
-  std::vector<at::Tensor> grads(4);
-  for (int i = 0; i < 4; ++i) {
-    const bool defined = (i < 2) || prob.mu[1].defined();
-    if (mask[i] && defined) {
-      grads[i] = at::empty(i % 2 == 0 ? vshape : mshape, like.options());
-      out->grad[i] = grads[i].data_ptr();
-    } else {
-      grads[i] = at::empty({0}, like.options());
-      out->grad[i] = nullptr;
-    }
-  }
-  return grads;
+  const std::vector<int64_t> shapes[4] = {vshape, mshape, vshape, mshape};
+  const bool has_q = prob.mu[1].defined();
+  const bool present[4] = {true, true, has_q, has_q};
+  return alloc_grads(shapes, present, mask, like, out->grad);
 }
 
 }  // namespace gaussian_kl

@@ -18,15 +18,9 @@ namespace {
 // dtype x (param, has q) -> f(element tag, P, HasQ).
 template <typename F>
 void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
-  auto with_variant = [&](auto tag) {
+  dispatch_kind(kind, [&](auto tag) {
     dispatch_full_variant(param, has_q, [&](auto p, auto hq) { f(tag, p, hq); });
-  };
-  switch (kind) {
-    case ScalarKind::Float: with_variant(float{}); break;
-    case ScalarKind::Double: with_variant(double{}); break;
-    case ScalarKind::Half: with_variant(c10::Half{}); break;
-    case ScalarKind::BFloat16: with_variant(c10::BFloat16{}); break;
-  }
+  });
 }
 
 // Rows [begin, end) with the event size fixed at compile time (DC > 0) for
