@@ -23,13 +23,19 @@ def _kl_diag_fake(mu_p, s_p, mu_q, s_q, param, check):
     return mu_p.new_empty(mu_p.shape[:-1])
 
 
-@torch.library.register_fake("gaussian_kl::kl_diag_backward")
-def _kl_diag_backward_fake(grad, mu_p, s_p, mu_q, s_q, param, output_mask):
-    inputs = (mu_p, s_p, mu_q, s_q)
+def _fake_grads(inputs, output_mask):
+    """Backward outputs: contiguous, the shape of the input where asked for
+    (and present), an empty tensor otherwise (the schemas return Tensor)."""
+    like = inputs[0]
     return tuple(
-        mu_p.new_empty(mu_p.shape) if (output_mask[i] and inputs[i] is not None) else mu_p.new_empty((0,))
+        like.new_empty(inputs[i].shape) if (output_mask[i] and inputs[i] is not None) else like.new_empty((0,))
         for i in range(4)
     )
+
+
+@torch.library.register_fake("gaussian_kl::kl_diag_backward")
+def _kl_diag_backward_fake(grad, mu_p, s_p, mu_q, s_q, param, output_mask):
+    return _fake_grads((mu_p, s_p, mu_q, s_q), output_mask)
 
 
 def _kl_diag_setup_context(ctx, inputs, output):
@@ -38,12 +44,19 @@ def _kl_diag_setup_context(ctx, inputs, output):
     ctx.param = param
 
 
-def _kl_diag_backward(ctx, grad):
-    mu_p, s_p, mu_q, s_q = ctx.saved_tensors
-    mask = [bool(m) for m in ctx.needs_input_grad[:4]]
-    # Only the gradients autograd asks for are computed (and allocated).
-    grads = ops.kl_diag_backward(grad, mu_p, s_p, mu_q, s_q, ctx.param, mask)
-    return tuple(grads[i] if mask[i] else None for i in range(4)) + (None, None)
+def _native_backward(backward_op):
+    """Autograd backward that calls the native backward op; only the
+    gradients autograd asks for are computed (and allocated)."""
+
+    def backward(ctx, grad):
+        mask = [bool(m) for m in ctx.needs_input_grad[:4]]
+        grads = backward_op(grad, *ctx.saved_tensors, ctx.param, mask)
+        return tuple(grads[i] if mask[i] else None for i in range(4)) + (None, None)
+
+    return backward
+
+
+_kl_diag_backward = _native_backward(ops.kl_diag_backward)
 
 
 torch.library.register_autograd(
@@ -82,18 +95,10 @@ def _kl_full_fake(mu_p, m_p, mu_q, m_q, param, check):
 
 @torch.library.register_fake("gaussian_kl::kl_full_backward")
 def _kl_full_backward_fake(grad, mu_p, m_p, mu_q, m_q, param, output_mask):
-    inputs = (mu_p, m_p, mu_q, m_q)
-    return tuple(
-        mu_p.new_empty(inputs[i].shape) if (output_mask[i] and inputs[i] is not None) else mu_p.new_empty((0,))
-        for i in range(4)
-    )
+    return _fake_grads((mu_p, m_p, mu_q, m_q), output_mask)
 
 
-def _kl_full_backward(ctx, grad):
-    mu_p, m_p, mu_q, m_q = ctx.saved_tensors
-    mask = [bool(m) for m in ctx.needs_input_grad[:4]]
-    grads = ops.kl_full_backward(grad, mu_p, m_p, mu_q, m_q, ctx.param, mask)
-    return tuple(grads[i] if mask[i] else None for i in range(4)) + (None, None)
+_kl_full_backward = _native_backward(ops.kl_full_backward)
 
 
 torch.library.register_autograd(
