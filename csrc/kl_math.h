@@ -172,6 +172,7 @@ struct DiagRatio {
   T ell;
   T em1;
   T inv_vq;
+  T inv_sq;  // 1 / sq for a std (1 without q); unused otherwise
   T phi;  // phi(ell); only filled by diag_ratio<..., /*WithPhi=*/true>
 };
 
@@ -225,16 +226,35 @@ GKL_INLINE DiagRatio<T> diag_ratio(T sp, T sq) {
       T d;
       o.ell = T(2) * log_ratio<M>(sp, sq, &d);
       o.em1 = d * (T(2) + d);
-      const T inv_sq = T(1) / sq;
-      o.inv_vq = inv_sq * inv_sq;
+      o.inv_sq = T(1) / sq;
+      o.inv_vq = o.inv_sq * o.inv_sq;
     } else {
       o.ell = T(2) * M::log(sp);
       o.em1 = (sp - T(1)) * (sp + T(1));
       o.inv_vq = T(1);
+      o.inv_sq = T(1);
     }
   }
   if (WithPhi) o.phi = phi(o.ell, o.em1);
   return o;
+}
+
+// delta^2 / vq and delta / vq, with no inf * 0 for tiny but valid scales:
+// for a std 1/sq is applied twice (1/sq^2 overflows below sq ~ 1e-19 in
+// float, delta/sq does not); otherwise 1/vq is clamped to the largest finite
+// value (only a variance below the smallest normal float overflows it), so
+// delta = 0 gives 0, not NaN.
+template <DiagParam P, typename T>
+GKL_INLINE void delta_terms(T delta, const DiagRatio<T>& r, T* t, T* dv) {
+  if (P == DiagParam::Std) {
+    const T z = delta * r.inv_sq;
+    *t = z * z;
+    *dv = z * r.inv_sq;
+  } else {
+    const T iv = r.inv_vq < kl_max<T>() ? r.inv_vq : kl_max<T>();
+    *t = delta * delta * iv;
+    *dv = delta * iv;
+  }
 }
 
 // NaN if one dimension's inputs are invalid, else +0: non-finite inputs
@@ -260,7 +280,8 @@ template <DiagParam P, bool HasQ, typename M, typename T>
 GKL_INLINE T diag_term2(T mp, T sp, T mq, T sq) {
   const DiagRatio<T> r = diag_ratio<P, HasQ, /*WithPhi=*/true, M>(sp, sq);
   const T delta = HasQ ? mq - mp : -mp;
-  const T t = delta * delta * r.inv_vq;
+  T t, dv;
+  delta_terms<P>(delta, r, &t, &dv);
   return (r.phi + t) + diag_invalid_nan<P, HasQ>(mp, sp, mq, sq);
 }
 
@@ -291,12 +312,14 @@ template <DiagParam P, bool HasQ, typename M, typename T>
 GKL_INLINE DiagGrad<T> diag_grad(T g, T mp, T sp, T mq, T sq) {
   const DiagRatio<T> r = diag_ratio<P, HasQ, /*WithPhi=*/false, M>(sp, sq);
   const T delta = HasQ ? mq - mp : -mp;
-  const T gdv = g * delta * r.inv_vq;
+  T t, dv;
+  delta_terms<P>(delta, r, &t, &dv);
+  const T gdv = g * dv;
   DiagGrad<T> o;
   o.mu_p = -gdv;
   o.mu_q = gdv;
   o.s_p = diag_chain<P>(g * r.em1, sp);
-  o.s_q = diag_chain<P>(-g * (r.em1 + delta * delta * r.inv_vq), sq);
+  o.s_q = diag_chain<P>(-g * (r.em1 + t), sq);
   return o;
 }
 

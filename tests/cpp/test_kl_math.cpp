@@ -134,6 +134,17 @@ void extremes(const char* tag) {
   std::snprintf(what, sizeof what, "%s std ratio 1e30 -> inf", tag);
   const float b = diag_term2<DiagParam::Std, true, M>(0.0f, 1e15f, 0.0f, 1e-15f);
   check(std::isinf(b) && b > 0, what, b, INFINITY);
+  std::snprintf(what, sizeof what, "%s tiny std q, equal means: finite", tag);
+  const float e = diag_term2<DiagParam::Std, true, M>(0.5f, 1e-25f, 0.5f, 1e-25f);
+  check(e == 0.0f, what, e, 0.0);
+  const DiagGrad<float> ge = diag_grad<DiagParam::Std, true, M>(1.0f, 0.5f, 1e-25f, 0.5f, 1e-25f);
+  check(ge.mu_p == 0 && ge.mu_q == 0 && std::isfinite(ge.s_q), what, ge.s_q, 0.0);
+  std::snprintf(what, sizeof what, "%s tiny std q: (delta/sq)^2 exact", tag);
+  const float f = diag_term2<DiagParam::Std, true, M>(0.0f, 1e-25f, 1e-30f, 1e-25f);
+  check(std::fabs(f - 1e-10) < 1e-15, what, f, 1e-10);
+  std::snprintf(what, sizeof what, "%s logvar q = -80 (vq = 1.8e-35), equal means: 0", tag);
+  const float h = diag_term2<DiagParam::LogVar, true, M>(0.5f, -80.0f, 0.5f, -80.0f);
+  check(h == 0.0f, what, h, 0.0);
   std::snprintf(what, sizeof what, "%s logvar +-80 finite", tag);
   const float c = diag_term2<DiagParam::LogVar, true, M>(0.0f, -80.0f, 0.0f, 80.0f);
   check(std::fabs(c - 159.0) < 1e-4 * 159.0, what, c, 159.0);  // e^-160 - 1 + 160
