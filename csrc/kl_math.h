@@ -6,7 +6,7 @@
 // that includes it compiles in ~2 s instead of ~50 s through torch's headers.
 //
 // Elementary functions come from a policy `M` (M::exp, M::expm1, M::log,
-// M::log1p). StdMath below forwards to libm / CUDA's math library; the CPU
+// M::sqrt). StdMath below forwards to libm / CUDA's math library; the CPU
 // float kernels pass a branch-free polynomial policy (cpu/fast_math.h) that
 // the compiler can vectorise. The formulas are the same either way.
 #pragma once
@@ -48,11 +48,9 @@ struct StdMath {
   static GKL_INLINE float exp(float x) { return ::expf(x); }
   static GKL_INLINE float expm1(float x) { return ::expm1f(x); }
   static GKL_INLINE float log(float x) { return ::logf(x); }
-  static GKL_INLINE float log1p(float x) { return ::log1pf(x); }
   static GKL_INLINE double exp(double x) { return ::exp(x); }
   static GKL_INLINE double expm1(double x) { return ::expm1(x); }
   static GKL_INLINE double log(double x) { return ::log(x); }
-  static GKL_INLINE double log1p(double x) { return ::log1p(x); }
   static GKL_INLINE float sqrt(float x) { return ::sqrtf(x); }
   static GKL_INLINE double sqrt(double x) { return ::sqrt(x); }
 };
@@ -73,8 +71,8 @@ GKL_INLINE T kl_abs(T x) {
   return x < T(0) ? -x : x;
 }
 
-// Largest finite value; |x| <= kl_max<T>() is false for +-inf and NaN and is
-// a plain compare, so it vectorises where std::isfinite may not.
+// Largest finite value (a plain compare against it vectorises where
+// std::isfinite may not).
 template <typename T>
 GKL_INLINE T kl_max();
 template <>
@@ -84,11 +82,6 @@ GKL_INLINE float kl_max<float>() {
 template <>
 GKL_INLINE double kl_max<double>() {
   return 1.7976931348623157e+308;
-}
-
-template <typename T>
-GKL_INLINE bool kl_isfinite(T x) {
-  return kl_abs(x) <= kl_max<T>();
 }
 
 template <typename T>

@@ -1,4 +1,4 @@
-// fast_math.h — branch-free float32 exp / expm1 / log / log1p for the CPU
+// fast_math.h — branch-free float32 exp / expm1 / log for the CPU
 // kernels.
 //
 // Why not libm: a call to expf/logf in a loop stops gcc from vectorising it
@@ -142,29 +142,15 @@ GKL_FM_INLINE float fast_log(float x) {
   return x != x ? x : res;
 }
 
-// log1p(x) = log(u) + (x - (u - 1)) / u with u = 1 + x rounded: the second
-// term restores what rounding 1 + x lost (first order is enough: it is below
-// an ulp of u relative to u).
-GKL_FM_INLINE float fast_log1p(float x) {
-  const float u = 1.0f + x;
-  const float corr = (x - (u - 1.0f)) / u;
-  float res = fast_log(u) + corr;
-  res = u == 0.0f ? -__builtin_inff() : res;
-  res = x == __builtin_inff() ? x : res;
-  return res;
-}
-
 // Policy for kl_math.h: fast float functions, libm for double.
 struct FastMath {
   static GKL_FM_INLINE float exp(float x) { return fast_exp(x); }
   static GKL_FM_INLINE float expm1(float x) { return fast_expm1(x); }
   static GKL_FM_INLINE float expm1_phi(float x, float* phi) { return fast_expm1_phi(x, phi); }
   static GKL_FM_INLINE float log(float x) { return fast_log(x); }
-  static GKL_FM_INLINE float log1p(float x) { return fast_log1p(x); }
   static GKL_FM_INLINE double exp(double x) { return StdMath::exp(x); }
   static GKL_FM_INLINE double expm1(double x) { return StdMath::expm1(x); }
   static GKL_FM_INLINE double log(double x) { return StdMath::log(x); }
-  static GKL_FM_INLINE double log1p(double x) { return StdMath::log1p(x); }
   static GKL_FM_INLINE float sqrt(float x) { return StdMath::sqrt(x); }
   static GKL_FM_INLINE double sqrt(double x) { return StdMath::sqrt(x); }
 };

@@ -183,7 +183,7 @@ double ulps(float got, double want) {
 
 void fast_math_sweep() {
   std::mt19937 rng(3);
-  double worst[4] = {0, 0, 0, 0};
+  double worst[3] = {0, 0, 0};
   for (int i = 0; i < 4000000; ++i) {
     uint32_t b = rng();
     float x;
@@ -194,11 +194,9 @@ void fast_math_sweep() {
     worst[1] = std::fmax(worst[1], ulps(cpu::fast_expm1(xe), std::expm1(double(xe))));
     const float xl = std::fabs(x);
     worst[2] = std::fmax(worst[2], ulps(cpu::fast_log(xl), std::log(double(xl))));
-    const float xp = (i & 1) ? std::fmod(x, 1.0f) : std::fabs(x) - 1.0f;
-    worst[3] = std::fmax(worst[3], ulps(cpu::fast_log1p(xp), std::log1p(double(xp))));
   }
-  const char* names[4] = {"fast_exp ulps", "fast_expm1 ulps", "fast_log ulps", "fast_log1p ulps"};
-  for (int k = 0; k < 4; ++k) check(worst[k] <= 2.5, names[k], worst[k], 2.5);
+  const char* names[3] = {"fast_exp ulps", "fast_expm1 ulps", "fast_log ulps"};
+  for (int k = 0; k < 3; ++k) check(worst[k] <= 2.5, names[k], worst[k], 2.5);
   // phi = expm1(x) - x, relative accuracy down to tiny x.
   double wphi = 0;
   for (int e = -30; e <= 20; ++e) {
@@ -219,7 +217,6 @@ void fast_math_sweep() {
   check(cpu::fast_log(0) == -inf && std::isnan(cpu::fast_log(-1)) && cpu::fast_log(inf) == inf &&
             cpu::fast_log(1) == 0,
         "log specials", 0, 0);
-  check(cpu::fast_log1p(-1) == -inf && cpu::fast_log1p(1e-30f) == 1e-30f, "log1p specials", 0, 0);
   check(std::isnan(cpu::fast_exp(NAN)) && std::isnan(cpu::fast_expm1(NAN)) && std::isnan(cpu::fast_log(NAN)),
         "NaN propagates", 0, 0);
 }
