@@ -29,4 +29,18 @@ TORCH_LIBRARY(gaussian_kl, m) {
   m.def(
       "kl_full_backward(Tensor grad, Tensor mu_p, Tensor m_p, Tensor? mu_q, "
       "Tensor? m_q, str param, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // KL(p || q) of Gaussians whose sides are of different kinds: full-diagonal
+  // (O(D^2) per row: no factor of q, no solve), diagonal-full, and
+  // scale_tril-cov / cov-scale_tril. m_p, m_q: [*batch, D, D] for a
+  // scale_tril/cov side, [*batch, D] for a diagonal one; p_param, q_param:
+  // scale_tril | cov | std | var | logvar | logstd. q is required (against
+  // N(0, I) use kl_full or kl_diag). check as above.
+  m.def(
+      "kl_mixed(Tensor mu_p, Tensor m_p, Tensor mu_q, Tensor m_q, str p_param, str q_param, "
+      "bool check) -> Tensor");
+  // Gradients w.r.t. (mu_p, m_p, mu_q, m_q) where output_mask says so, each
+  // the shape of its input; a diagonal side's w.r.t. its own param.
+  m.def(
+      "kl_mixed_backward(Tensor grad, Tensor mu_p, Tensor m_p, Tensor mu_q, Tensor m_q, "
+      "str p_param, str q_param, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -34,11 +34,14 @@ struct DiagGradOut {
   void* grad[4] = {nullptr, nullptr, nullptr, nullptr};  // mu_p, s_p, mu_q, s_q
 };
 
-// Parametrisation of a full covariance.
-enum class FullParam : int { ScaleTril = 0, Cov = 1 };
+// Parametrisation of one side (p or q) of a full-covariance KL: a lower
+// Cholesky factor, a covariance, or (mixed pairs, kl_mixed) a diagonal given
+// as a [D] vector in the DiagParam of FullRows::diag_param.
+enum class FullParam : int { ScaleTril = 0, Cov = 1, Diag = 2 };
 
 // Inputs of a full-covariance KL: means as [N, D] and scale_tril/cov as
-// [N, D, D] strided views (row stride 0 for a q shared by all rows). q
+// [N, D, D] strided views (row stride 0 for a q shared by all rows); a
+// diagonal side (FullParam::Diag) is an [N, D] view read with m_s0. q
 // absent (null) = N(0, I). lq_shared: a shared q covariance factored once by
 // the host (acc_t, D x D row-major, lower triangle), or null.
 struct FullRows {
@@ -49,6 +52,7 @@ struct FullRows {
   int64_t mu_rs[2] = {0, 0}, mu_cs[2] = {1, 1};             // p, q
   int64_t m_rs[2] = {0, 0}, m_s0[2] = {0, 0}, m_s1[2] = {1, 1};  // p, q
   const void* lq_shared = nullptr;
+  DiagParam diag_param = DiagParam::Std;  // of the diagonal side, if any
   int64_t rows = 0;
   int64_t dim = 0;
   bool has_q() const { return mu_q != nullptr; }
@@ -105,6 +109,22 @@ void dispatch_full_variant(FullParam param, bool has_q, const F& f) {
   };
   if (param == FullParam::Cov) with_q(std::integral_constant<FullParam, FullParam::Cov>{});
   else with_q(std::integral_constant<FullParam, FullParam::ScaleTril>{});
+}
+
+template <FullParam P>
+using FullParamC = std::integral_constant<FullParam, P>;
+
+// The pairs of kl_mixed (sides of different kinds; q always present):
+// f(FullParamC<PP>{}, FullParamC<PQ>{}). Same-kind pairs are kl_full's.
+template <typename F>
+void dispatch_mixed_variant(FullParam pp, FullParam pq, const F& f) {
+  using FP = FullParam;
+  if (pp == FP::Diag && pq == FP::ScaleTril) f(FullParamC<FP::Diag>{}, FullParamC<FP::ScaleTril>{});
+  else if (pp == FP::Diag && pq == FP::Cov) f(FullParamC<FP::Diag>{}, FullParamC<FP::Cov>{});
+  else if (pp == FP::ScaleTril && pq == FP::Diag) f(FullParamC<FP::ScaleTril>{}, FullParamC<FP::Diag>{});
+  else if (pp == FP::Cov && pq == FP::Diag) f(FullParamC<FP::Cov>{}, FullParamC<FP::Diag>{});
+  else if (pp == FP::ScaleTril && pq == FP::Cov) f(FullParamC<FP::ScaleTril>{}, FullParamC<FP::Cov>{});
+  else f(FullParamC<FP::Cov>{}, FullParamC<FP::ScaleTril>{});
 }
 
 }  // namespace gaussian_kl

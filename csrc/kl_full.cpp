@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "kl_diag.h"
 #include "kl_math.h"
 
 namespace gaussian_kl {
@@ -13,53 +14,83 @@ namespace {
 constexpr const char* kMuNames[2] = {"mu_p", "mu_q"};
 constexpr const char* kMNames[2] = {"m_p", "m_q"};
 
-const char* full_param_name(FullParam p) {
-  return p == FullParam::Cov ? "cov" : "scale_tril";
+// One side's param: scale_tril | cov, or (allow_diag) a diagonal param.
+FullParam parse_side(const char* op, const char* arg, c10::string_view param, bool allow_diag,
+                     DiagParam* diag, const char** name) {
+  if (param == "scale_tril") {
+    *name = "scale_tril";
+    return FullParam::ScaleTril;
+  }
+  if (param == "cov") {
+    *name = "cov";
+    return FullParam::Cov;
+  }
+  if (allow_diag) {
+    for (const char* d : {"std", "var", "logvar", "logstd"}) {
+      if (param == d) {
+        *diag = parse_diag_param(param);
+        *name = d;
+        return FullParam::Diag;
+      }
+    }
+  }
+  TORCH_CHECK_VALUE(false, op, ": ", arg, " must be one of 'scale_tril', 'cov'",
+                    allow_diag ? ", 'std', 'var', 'logvar', 'logstd'" : "", ", got '",
+                    std::string(param), "'");
 }
 
 }  // namespace
 
-FullParam parse_full_param(c10::string_view param) {
-  if (param == "scale_tril") return FullParam::ScaleTril;
-  if (param == "cov") return FullParam::Cov;
-  TORCH_CHECK_VALUE(
-      false, "kl_full: param must be one of 'scale_tril', 'cov', got '", std::string(param), "'");
-}
-
 FullProblem make_full_problem(
+    const char* op,
     const at::Tensor& mu_p,
     const at::Tensor& m_p,
     const std::optional<at::Tensor>& mu_q,
     const std::optional<at::Tensor>& m_q,
-    c10::string_view param,
+    c10::string_view p_param,
+    c10::string_view q_param,
     bool factor_shared_q) {
   FullProblem prob;
-  prob.param = parse_full_param(param);
+  prob.op = op;
+  const bool mixed = std::string(op) == "kl_mixed";
+  DiagParam dparam = DiagParam::Std;
+  prob.kind[0] = parse_side(op, mixed ? "p_param" : "param", p_param, mixed, &dparam, &prob.param_name[0]);
+  prob.kind[1] = parse_side(op, mixed ? "q_param" : "param", q_param, mixed, &dparam, &prob.param_name[1]);
+  if (mixed) {
+    TORCH_CHECK_VALUE(prob.kind[0] != prob.kind[1],
+                      "kl_mixed: p_param and q_param must be of different kinds (got '",
+                      std::string(p_param), "' and '", std::string(q_param),
+                      "'); use kl_full or kl_diag for a pair of one kind");
+    TORCH_CHECK_VALUE(mu_q.has_value() && m_q.has_value(), "kl_mixed: q is required");
+  }
   TORCH_CHECK_VALUE(
-      mu_q.has_value() == m_q.has_value(),
-      "kl_full: pass both mu_q and m_q, or neither (q = N(0, I))");
+      mu_q.has_value() == m_q.has_value(), op, ": pass both mu_q and m_q, or neither (q = N(0, I))");
   const bool has_q = mu_q.has_value();
   TORCH_CHECK_VALUE(
-      mu_p.dim() >= 1, "kl_full: mu_p must have shape [*batch, D], got ", shape_str(mu_p.sizes()));
+      mu_p.dim() >= 1, op, ": mu_p must have shape [*batch, D], got ", shape_str(mu_p.sizes()));
   const int64_t D = mu_p.size(-1);
-  std::vector<int64_t> mshape(mu_p.sizes().begin(), mu_p.sizes().end());
+  std::vector<int64_t> vshape(mu_p.sizes().begin(), mu_p.sizes().end());
+  std::vector<int64_t> mshape = vshape;
   mshape.push_back(D);
   prob.dtype = mu_p.scalar_type();
   (void)scalar_kind(prob.dtype);
   const at::Tensor* mus[2] = {&mu_p, has_q ? &*mu_q : nullptr};
   const at::Tensor* ms[2] = {&m_p, has_q ? &*m_q : nullptr};
-  for (int k = 0; k < (has_q ? 2 : 1); ++k) {
+  const int sides = has_q ? 2 : 1;
+  for (int k = 0; k < sides; ++k) {
+    const bool diag = prob.kind[k] == FullParam::Diag;
     TORCH_CHECK_VALUE(
-        mus[k]->sizes() == mu_p.sizes(), "kl_full (op level): ", kMuNames[k], " has shape ",
+        mus[k]->sizes() == mu_p.sizes(), op, " (op level): ", kMuNames[k], " has shape ",
         shape_str(mus[k]->sizes()), " but mu_p has shape ", shape_str(mu_p.sizes()),
-        "; the op expects inputs broadcast to one shape (gaussian_kl_cuda.kl_full does this)");
+        "; the op expects inputs broadcast to one shape (gaussian_kl_cuda.kl does this)");
     TORCH_CHECK_VALUE(
-        ms[k]->sizes() == c10::IntArrayRef(mshape), "kl_full (op level): ", kMNames[k],
-        " has shape ", shape_str(ms[k]->sizes()), ", expected ", shape_str(mshape));
+        ms[k]->sizes() == c10::IntArrayRef(diag ? vshape : mshape), op, " (op level): ", kMNames[k],
+        " (param='", prob.param_name[k], "') has shape ", shape_str(ms[k]->sizes()), ", expected ",
+        shape_str(diag ? vshape : mshape));
     for (const at::Tensor* t : {mus[k], ms[k]}) {
-      TORCH_CHECK_TYPE(t->scalar_type() == prob.dtype, "kl_full: inputs must share one dtype, got ",
+      TORCH_CHECK_TYPE(t->scalar_type() == prob.dtype, op, ": inputs must share one dtype, got ",
                        t->scalar_type(), " and ", prob.dtype);
-      TORCH_CHECK_VALUE(t->device() == mu_p.device(), "kl_full: inputs must be on one device, got ",
+      TORCH_CHECK_VALUE(t->device() == mu_p.device(), op, ": inputs must be on one device, got ",
                         t->device(), " and ", mu_p.device());
     }
   }
@@ -69,21 +100,30 @@ FullProblem make_full_problem(
   FullRows& r = prob.rows;
   r.rows = rows;
   r.dim = D;
-  for (int k = 0; k < (has_q ? 2 : 1); ++k) {
+  r.diag_param = dparam;
+  for (int k = 0; k < sides; ++k) {
+    const bool diag = prob.kind[k] == FullParam::Diag;
     prob.mu[k] = as_rows(*mus[k], rows, {D});
-    prob.m[k] = as_rows(*ms[k], rows, {D, D});
     r.mu_rs[k] = prob.mu[k].stride(0);
     r.mu_cs[k] = prob.mu[k].stride(1);
-    r.m_rs[k] = prob.m[k].stride(0);
-    r.m_s0[k] = prob.m[k].stride(1);
-    r.m_s1[k] = prob.m[k].stride(2);
+    if (diag) {
+      prob.m[k] = as_rows(*ms[k], rows, {D});
+      r.m_rs[k] = prob.m[k].stride(0);
+      r.m_s0[k] = prob.m[k].stride(1);
+      r.m_s1[k] = 0;
+    } else {
+      prob.m[k] = as_rows(*ms[k], rows, {D, D});
+      r.m_rs[k] = prob.m[k].stride(0);
+      r.m_s0[k] = prob.m[k].stride(1);
+      r.m_s1[k] = prob.m[k].stride(2);
+    }
   }
   r.mu_p = prob.mu[0].data_ptr();
   r.m_p = prob.m[0].data_ptr();
   if (has_q) {
     r.mu_q = prob.mu[1].data_ptr();
     r.m_q = prob.m[1].data_ptr();
-    if (factor_shared_q && prob.param == FullParam::Cov && r.m_rs[1] == 0 && rows > 1 && D > 0) {
+    if (factor_shared_q && prob.kind[1] == FullParam::Cov && r.m_rs[1] == 0 && rows > 1 && D > 0) {
       // One Cholesky for the whole batch, in the accumulation type.
       const auto acc = prob.dtype == at::kDouble ? at::kDouble : at::kFloat;
       at::Tensor l = prob.m[1].select(0, 0).to(at::kCPU, acc).clone(at::MemoryFormat::Contiguous);
@@ -108,29 +148,38 @@ void raise_if_invalid_full(const at::Tensor& out, const FullProblem& prob) {
   const std::string where = " at batch index " + unravel(row, prob.batch_shape) + " (batch shape " +
       shape_str(prob.batch_shape) + ", event size " + std::to_string(prob.rows.dim) + ")";
   const std::string hint = ". Pass check=False to get NaN for that row instead (no host sync).";
-  const char* pname = full_param_name(prob.param);
   for (int k = 0; k < 2; ++k) {
     if (!prob.mu[k].defined()) continue;
+    const char* pname = prob.param_name[k];
     const at::Tensor mu = prob.mu[k].select(0, row).to(at::kCPU, at::kDouble);
-    TORCH_CHECK_VALUE(at::isfinite(mu).all().item<bool>(), "kl_full: ", kMuNames[k],
+    TORCH_CHECK_VALUE(at::isfinite(mu).all().item<bool>(), prob.op, ": ", kMuNames[k],
                       " has a non-finite value", where, hint);
+    if (prob.kind[k] == FullParam::Diag) {
+      const at::Tensor s = prob.m[k].select(0, row).to(at::kCPU, at::kDouble);
+      TORCH_CHECK_VALUE(at::isfinite(s).all().item<bool>(), prob.op, ": ", kMNames[k], " (param='",
+                        pname, "') has a non-finite value", where, hint);
+      const bool positive = prob.rows.diag_param == DiagParam::Std || prob.rows.diag_param == DiagParam::Var;
+      TORCH_CHECK_VALUE(!positive || (s > 0).all().item<bool>(), prob.op, ": ", kMNames[k], " (param='",
+                        pname, "') must be positive, found ", s.min().item<double>(), where, hint);
+      continue;
+    }
     const at::Tensor m = prob.m[k].select(0, row).to(at::kCPU, at::kDouble).tril();
-    TORCH_CHECK_VALUE(at::isfinite(m).all().item<bool>(), "kl_full: ", kMNames[k], " (param='",
+    TORCH_CHECK_VALUE(at::isfinite(m).all().item<bool>(), prob.op, ": ", kMNames[k], " (param='",
                       pname, "') has a non-finite value in its lower triangle", where, hint);
-    if (prob.param == FullParam::ScaleTril) {
+    if (prob.kind[k] == FullParam::ScaleTril) {
       const at::Tensor dg = m.diagonal();
-      TORCH_CHECK_VALUE((dg > 0).all().item<bool>(), "kl_full: ", kMNames[k],
+      TORCH_CHECK_VALUE((dg > 0).all().item<bool>(), prob.op, ": ", kMNames[k],
                         " (param='scale_tril') must have a positive diagonal, found ",
                         dg.min().item<double>(), where, hint);
     } else {
       const at::Tensor sym = m + m.tril(-1).transpose(0, 1);
       const at::Tensor info = std::get<1>(at::linalg_cholesky_ex(sym));
-      TORCH_CHECK_VALUE(info.item<int64_t>() == 0, "kl_full: ", kMNames[k],
+      TORCH_CHECK_VALUE(info.item<int64_t>() == 0, prob.op, ": ", kMNames[k],
                         " (param='cov') is not positive definite", where, hint);
     }
   }
-  TORCH_CHECK_VALUE(false, "kl_full: a covariance is not positive definite in float",
-                    " precision", where, hint);
+  TORCH_CHECK_VALUE(false, prob.op, ": a covariance is not positive definite in float",
+                    " precision, or a scale under- or overflows", where, hint);
 }
 
 std::vector<at::Tensor> alloc_full_grads(
@@ -139,7 +188,9 @@ std::vector<at::Tensor> alloc_full_grads(
   vshape.push_back(prob.rows.dim);
   mshape.push_back(prob.rows.dim);
   mshape.push_back(prob.rows.dim);
-  const std::vector<int64_t> shapes[4] = {vshape, mshape, vshape, mshape};
+  const std::vector<int64_t> shapes[4] = {
+      vshape, prob.kind[0] == FullParam::Diag ? vshape : mshape,
+      vshape, prob.kind[1] == FullParam::Diag ? vshape : mshape};
   const bool has_q = prob.mu[1].defined();
   const bool present[4] = {true, true, has_q, has_q};
   return alloc_grads(shapes, present, mask, like, out->grad);

@@ -1,5 +1,6 @@
 // kl_full.h — torch-facing helpers shared by the CPU and CUDA launchers of
-// the full-covariance KL ops.
+// the full-covariance KL ops (kl_full: both sides scale_tril or both cov;
+// kl_mixed: sides of different kinds, one of them possibly diagonal).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,24 +17,29 @@ namespace gaussian_kl {
 struct FullProblem {
   FullRows rows;
   at::Tensor mu[2];  // [N, D] views of mu_p, mu_q (mu_q undefined without q)
-  at::Tensor m[2];   // [N, D, D] views of m_p, m_q
+  at::Tensor m[2];   // [N, D, D] views of m_p, m_q ([N, D] for a diagonal side)
   at::Tensor lq_shared;  // shared q covariance factored once (CPU), or undefined
   std::vector<int64_t> batch_shape;
   at::ScalarType dtype = at::kFloat;
-  FullParam param = FullParam::ScaleTril;
+  FullParam kind[2] = {FullParam::ScaleTril, FullParam::ScaleTril};  // p, q
+  const char* op = "kl_full";
+  const char* param_name[2] = {"scale_tril", "scale_tril"};
 };
 
-FullParam parse_full_param(c10::string_view param);
-
-// Checks and [N, ...] views, as for the diagonal op. With factor_shared_q, a
-// cov q shared by every row (row stride 0) is Cholesky-factored once here
-// instead of once per row.
+// Checks and [N, ...] views, as for the diagonal op. op = "kl_full": one
+// param for both sides (scale_tril | cov); op = "kl_mixed": p_param and
+// q_param of different kinds, each scale_tril | cov | std | var | logvar |
+// logstd (at most one diagonal side). With factor_shared_q, a cov q shared
+// by every row (row stride 0) is Cholesky-factored once here instead of
+// once per row.
 FullProblem make_full_problem(
+    const char* op,
     const at::Tensor& mu_p,
     const at::Tensor& m_p,
     const std::optional<at::Tensor>& mu_q,
     const std::optional<at::Tensor>& m_q,
-    c10::string_view param,
+    c10::string_view p_param,
+    c10::string_view q_param,
     bool factor_shared_q);
 
 // Raise ValueError (or torch.linalg.LinAlgError's base, ValueError text)

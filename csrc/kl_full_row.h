@@ -2,6 +2,12 @@
 // backward, on D x D workspaces. Host/device code over kl_math.h, used by the
 // CPU kernels (one call per row, at::parallel_for over rows) and the CUDA
 // kernels (one thread per row for small D). No torch headers.
+//
+// Each side is a FullParam: ScaleTril, Cov or Diag (a diagonal covariance
+// given as a [D] vector in r.diag_param; the mixed pairs of kl_mixed). A
+// diagonal side is loaded as its standard deviations on the diagonal of L
+// (off-diagonal untouched: never read). A diagonal q costs O(D^2) per row:
+// no factorisation and no solve (E_ij = Lp_ij / sq_i - [i == j]).
 #pragma once
 
 #include "kl_args.h"
@@ -26,10 +32,6 @@ struct FullWork {
   static constexpr int64_t size(int64_t D) { return 5 * D * D + 3 * D; }
 };
 
-// Loads row `row` and computes Lp, Lq (identity when there is no q), E, b.
-// Returns x - x summed over every value read (NaN if any is not finite, else
-// 0) or NaN if a factorisation failed / a scale_tril diagonal is not > 0
-// (the latter via full_kl2's diagonal terms).
 // DC > 0: the event size as a compile-time constant (small-D kernels: the
 // loops unroll and the workspace stays in registers / L1); 0: r.dim.
 template <int DC>
@@ -37,50 +39,85 @@ GKL_INLINE int event_size(const FullRows& r) {
   return DC > 0 ? DC : static_cast<int>(r.dim);
 }
 
-template <FullParam P, bool HasQ, typename M, typename S, int DC = 0, typename A>
+// Standard deviation from a diagonal parameter (see DiagParam).
+template <typename M, typename A>
+GKL_INLINE A diag_param_std(A s, DiagParam P) {
+  switch (P) {
+    case DiagParam::Std: return s;
+    case DiagParam::Var: return M::sqrt(s);  // NaN for s < 0; s == 0 is caught as sd <= 0
+    case DiagParam::LogVar: return M::exp(A(0.5) * s);
+    default: return M::exp(s);  // LogStd
+  }
+}
+
+// g * d(sd)/d(param): the gradient w.r.t. a standard deviation sd taken to
+// the diagonal parameter it was computed from.
+template <typename A>
+GKL_INLINE A diag_std_chain(A g, A sd, DiagParam P) {
+  switch (P) {
+    case DiagParam::Std: return g;
+    case DiagParam::Var: return A(0.5) * g / sd;
+    case DiagParam::LogVar: return A(0.5) * g * sd;
+    default: return g * sd;  // LogStd
+  }
+}
+
+// Loads side k (0 = p, 1 = q) of row `row` into L: the lower triangle (and
+// its Cholesky factor for Cov), or the standard deviations on the diagonal
+// (Diag). Returns x - x summed over every value read (NaN if one is not
+// finite) or NaN when a factorisation fails. A non-positive scale_tril or
+// diagonal std is left in place: full_kl2's diagonal terms turn it into NaN.
+template <FullParam P, typename M, typename S, int DC, typename A>
+GKL_INLINE A load_side(const FullRows& r, int k, int64_t row, A* L) {
+  const int D = event_size<DC>(r);
+  A bad = A(0);
+  const S* m = static_cast<const S*>(k == 0 ? r.m_p : r.m_q) + row * r.m_rs[k];
+  if (P == FullParam::Diag) {
+    for (int i = 0; i < D; ++i) {
+      const A x = kl_load(m[i * r.m_s0[k]]);
+      bad += x - x;
+      L[i * D + i] = diag_param_std<M>(x, r.diag_param);
+    }
+    return bad;
+  }
+  if (k == 1 && r.lq_shared != nullptr) {  // a shared q covariance, factored once by the host
+    const A* l = static_cast<const A*>(r.lq_shared);
+    for (int i = 0; i < D; ++i) {
+      for (int j = 0; j <= i; ++j) L[i * D + j] = l[i * D + j];
+    }
+    return l[0] - l[0];  // NaN-filled when the shared covariance is not PD
+  }
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j <= i; ++j) {  // lower triangle only (the rest is ignored)
+      const A x = kl_load(m[i * r.m_s0[k] + j * r.m_s1[k]]);
+      bad += x - x;
+      L[i * D + j] = x;
+    }
+  }
+  if (P == FullParam::Cov && !cholesky_lower<M>(L, D)) bad = kl_nan<A>();
+  return bad;
+}
+
+// Loads row `row` and computes Lp, Lq (identity when there is no q), E, b:
+// E = Lq^-1 (Lp - Lq), b = Lq^-1 delta. Returns the validity term of
+// load_side for both sides (0 or NaN).
+template <FullParam PP, FullParam PQ, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) {
   const int D = event_size<DC>(r);
   A bad = A(0);
   const S* mu_p = static_cast<const S*>(r.mu_p) + row * r.mu_rs[0];
-  const S* m_p = static_cast<const S*>(r.m_p) + row * r.m_rs[0];
   for (int i = 0; i < D; ++i) {
     const A v = kl_load(mu_p[i * r.mu_cs[0]]);
     w.mp[i] = v;
     bad += v - v;
-    for (int j = 0; j <= i; ++j) {  // lower triangle only (the rest is ignored)
-      const A x = kl_load(m_p[i * r.m_s0[0] + j * r.m_s1[0]]);
-      bad += x - x;
-      w.Lp[i * D + j] = x;
+  }
+  if (PP == FullParam::Diag) {
+    for (int i = 0; i < D; ++i) {
+      for (int j = 0; j < i; ++j) w.Lp[i * D + j] = A(0);
     }
   }
-  if (P == FullParam::Cov && !cholesky_lower<M>(w.Lp, D)) bad = kl_nan<A>();
-  if (HasQ) {
-    const S* mu_q = static_cast<const S*>(r.mu_q) + row * r.mu_rs[1];
-    for (int i = 0; i < D; ++i) {
-      const A v = kl_load(mu_q[i * r.mu_cs[1]]);
-      bad += v - v;
-      w.b[i] = v - w.mp[i];  // delta
-    }
-    if (r.lq_shared != nullptr) {  // factored once by the host
-      const A* l = static_cast<const A*>(r.lq_shared);
-      for (int i = 0; i < D; ++i) {
-        for (int j = 0; j <= i; ++j) w.Lq[i * D + j] = l[i * D + j];
-      }
-      bad += l[0] - l[0];  // NaN-filled when the shared covariance is not PD
-    } else {
-      const S* m_q = static_cast<const S*>(r.m_q) + row * r.m_rs[1];
-      for (int i = 0; i < D; ++i) {
-        for (int j = 0; j <= i; ++j) {
-          const A x = kl_load(m_q[i * r.m_s0[1] + j * r.m_s1[1]]);
-          bad += x - x;
-          w.Lq[i * D + j] = x;
-        }
-      }
-      if (P == FullParam::Cov && !cholesky_lower<M>(w.Lq, D)) bad = kl_nan<A>();
-    }
-    solve_e(w.Lp, w.Lq, w.E, D);
-    trsv_lower(w.Lq, w.b, D);
-  } else {
+  bad += load_side<PP, M, S, DC>(r, 0, row, w.Lp);
+  if (!HasQ) {
     for (int i = 0; i < D; ++i) {
       for (int j = 0; j <= i; ++j) {
         w.Lq[i * D + j] = i == j ? A(1) : A(0);
@@ -88,74 +125,157 @@ GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) 
       }
       w.b[i] = -w.mp[i];
     }
+    return bad;
   }
+  const S* mu_q = static_cast<const S*>(r.mu_q) + row * r.mu_rs[1];
+  for (int i = 0; i < D; ++i) {
+    const A v = kl_load(mu_q[i * r.mu_cs[1]]);
+    bad += v - v;
+    w.b[i] = v - w.mp[i];  // delta
+  }
+  bad += load_side<PQ, M, S, DC>(r, 1, row, w.Lq);
+  if (PQ == FullParam::Diag) {
+    // Lq = diag(sq): E_ij = Lp_ij / sq_i, E_ii = (Lp_ii - sq_i) / sq_i, b = delta / sq.
+    for (int i = 0; i < D; ++i) {
+      const A sq = w.Lq[i * D + i];
+      const A inv = A(1) / sq;
+      for (int j = 0; j < i; ++j) w.E[i * D + j] = w.Lp[i * D + j] * inv;
+      w.E[i * D + i] = (w.Lp[i * D + i] - sq) * inv;
+      w.b[i] *= inv;
+    }
+    return bad;
+  }
+  solve_e(w.Lp, w.Lq, w.E, D);
+  trsv_lower(w.Lq, w.b, D);
   return bad;
 }
 
 // KL of one row.
-template <FullParam P, bool HasQ, typename M, typename S, int DC = 0, typename A>
+template <FullParam PP, FullParam PQ, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE A full_row_forward(const FullRows& r, int64_t row, const FullWork<A>& w) {
-  const A bad = full_prepare<P, HasQ, M, S, DC>(r, row, w);
+  const A bad = full_prepare<PP, PQ, HasQ, M, S, DC>(r, row, w);
   const int D = event_size<DC>(r);
   return A(0.5) * (full_kl2<M>(w.Lp, w.Lq, w.E, w.b, D, HasQ) + bad);
 }
 
+// Lower triangle (or, with Full, all) of S = E + E^T + E E^T + b b^T, the
+// cancellation-free form of A A^T + b b^T - I (E lower triangular: the
+// E E^T entry (i, j), j <= i, sums k <= j), as unit-stride dot products.
+template <bool Full, typename A>
+GKL_INLINE void full_s(const A* E, const A* b, int D, A* S) {
+  for (int i = 0; i < D; ++i) {
+    const A* ei = E + i * D;
+    for (int j = 0; j <= i; ++j) {
+      const A* ej = E + j * D;
+      A s = b[i] * b[j] + ei[j] + (i == j ? ei[j] : A(0));
+      for (int k = 0; k <= j; ++k) s += ei[k] * ej[k];
+      S[i * D + j] = s;
+      if (Full) S[j * D + i] = s;
+    }
+  }
+}
+
 // Gradients of g * KL of one row, written to the outputs of o that are not
-// null: means [D], matrices [D, D] row-major, lower triangular for
-// scale_tril (the upper triangle was never read: gradient 0), symmetric for
-// cov:  dSp = (Sq^-1 - Sp^-1) / 2,  dSq = -Lq^-T S Lq^-1 / 2 (S as in
-// full_grad_tril: the cancellation-free form of Sq^-1 (Sp + dd^T) Sq^-1).
-template <FullParam P, bool HasQ, typename M, typename S, int DC = 0, typename A>
+// null (only those are computed): means [D]; a matrix side [D, D] row-major,
+// lower triangular for scale_tril (the upper triangle was never read:
+// gradient 0), symmetric for cov; a diagonal side [D] in its DiagParam.
+//   scale_tril: dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii),  dLq = -tril(Lq^-T S)
+//   cov:        dSp = (Sq^-1 - Sp^-1) / 2,                 dSq = -Lq^-T S Lq^-1 / 2
+//   diagonal:   the diagonal of the scale_tril gradient, taken to the param
+// with S as in full_s (the cancellation-free Sq^-1 (Sp + dd^T) Sq^-1 form):
+// exactly 0 at p == q and accurate near it (except cov's dSp, a difference).
+// mu: dmu_p = -Lq^-T b, dmu_q = Lq^-T b.
+template <FullParam PP, FullParam PQ, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE void full_row_backward(
     const FullRows& r, int64_t row, A g, const FullWork<A>& w, const FullGradOut& o) {
+  constexpr bool kQDiag = PQ == FullParam::Diag;
   const int D = event_size<DC>(r);
-  full_prepare<P, HasQ, M, S, DC>(r, row, w);
-  if (P == FullParam::ScaleTril) {
-    // gLp -> w.T, gLq -> w.S (built in place of the S it consumes), y = Lq^-T b.
-    full_grad_tril(w.Lp, w.Lq, w.E, w.b, D, w.T, w.S, w.y, w.S);
-  } else {
-    for (int i = 0; i < D; ++i) w.y[i] = w.b[i];
-    trsv_lower_t(w.Lq, w.y, D);
-  }
+  full_prepare<PP, PQ, HasQ, M, S, DC>(r, row, w);
+  const int64_t sp = PP == FullParam::Diag ? D : D * D;  // per-row size of each side's gradient
+  const int64_t sq = PQ == FullParam::Diag ? D : D * D;
   S* gmp = o.grad[0] ? static_cast<S*>(o.grad[0]) + row * D : nullptr;
+  S* gp = o.grad[1] ? static_cast<S*>(o.grad[1]) + row * sp : nullptr;
   S* gmq = o.grad[2] ? static_cast<S*>(o.grad[2]) + row * D : nullptr;
-  for (int i = 0; i < D; ++i) {
-    if (gmp) gmp[i] = kl_store<S>(-g * w.y[i]);
-    if (gmq) gmq[i] = kl_store<S>(g * w.y[i]);
-  }
-  S* gp = o.grad[1] ? static_cast<S*>(o.grad[1]) + row * D * D : nullptr;
-  S* gq = o.grad[3] ? static_cast<S*>(o.grad[3]) + row * D * D : nullptr;
-  if (P == FullParam::ScaleTril) {
+  S* gq = o.grad[3] ? static_cast<S*>(o.grad[3]) + row * sq : nullptr;
+
+  // y = Lq^-T b.
+  if (gmp || gmq) {
+    for (int i = 0; i < D; ++i) w.y[i] = w.b[i];
+    if (kQDiag) {
+      for (int i = 0; i < D; ++i) w.y[i] /= w.Lq[i * D + i];
+    } else {
+      trsv_lower_t(w.Lq, w.y, D);
+    }
     for (int i = 0; i < D; ++i) {
-      for (int j = 0; j < D; ++j) {
-        if (gp) gp[i * D + j] = kl_store<S>(j <= i ? g * w.T[i * D + j] : A(0));
-        if (gq) gq[i * D + j] = kl_store<S>(j <= i ? g * w.S[i * D + j] : A(0));
+      if (gmp) gmp[i] = kl_store<S>(-g * w.y[i]);
+      if (gmq) gmq[i] = kl_store<S>(g * w.y[i]);
+    }
+  }
+
+  // p as a factor (scale_tril or diagonal): dLp into T.
+  if (gp && PP != FullParam::Cov) {
+    if (kQDiag) {
+      for (int i = 0; i < D; ++i) {
+        const A inv = A(1) / w.Lq[i * D + i];
+        for (int j = 0; j <= i; ++j) w.T[i * D + j] = w.E[i * D + j] * inv;
+      }
+    } else {
+      tril_solve_lt(w.Lq, w.E, w.T, D);
+    }
+    for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
+    for (int i = 0; i < D; ++i) {
+      if (PP == FullParam::Diag) {
+        gp[i] = kl_store<S>(diag_std_chain(g * w.T[i * D + i], w.Lp[i * D + i], r.diag_param));
+      } else {
+        for (int j = 0; j < D; ++j) gp[i * D + j] = kl_store<S>(j <= i ? g * w.T[i * D + j] : A(0));
       }
     }
-    return;
   }
-  // Cov. Recompute S = E + E^T + E E^T + b b^T into w.T (gLp is not needed).
-  A* Sm = w.T;
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      A s = w.b[i] * w.b[j] + w.E[i * D + j] + (i == j ? w.E[i * D + j] : A(0));
-      for (int k = 0; k <= j; ++k) s += w.E[i * D + k] * w.E[j * D + k];
-      Sm[i * D + j] = s;
-      Sm[j * D + i] = s;
+
+  // q: from S (diagonal q: only S_ii).
+  bool lq_inverted = false;
+  if (HasQ && gq) {
+    if (kQDiag) {
+      for (int i = 0; i < D; ++i) {
+        const A* ei = w.E + i * D;
+        A s = w.b[i] * w.b[i] + A(2) * ei[i];
+        for (int k = 0; k <= i; ++k) s += ei[k] * ei[k];
+        const A sdq = w.Lq[i * D + i];
+        gq[i] = kl_store<S>(diag_std_chain(-g * s / sdq, sdq, r.diag_param));
+      }
+    } else if (PQ == FullParam::ScaleTril) {
+      full_s<false>(w.E, w.b, D, w.S);
+      tril_solve_lt(w.Lq, w.S, w.S, D);
+      for (int i = 0; i < D; ++i) {
+        for (int j = 0; j < D; ++j) gq[i * D + j] = kl_store<S>(j <= i ? -g * w.S[i * D + j] : A(0));
+      }
+    } else {  // Cov: Lq <- Lq^-1 in place, then -Lq^-T S Lq^-1 / 2 (into T via E's storage)
+      full_s<true>(w.E, w.b, D, w.S);
+      tri_inverse_lower(w.Lq, D);
+      lq_inverted = true;
+      congruence_lt(w.Lq, w.S, w.T, w.E, D);  // E no longer needed
+      for (int i = 0; i < D * D; ++i) gq[i] = kl_store<S>(A(-0.5) * g * w.E[i]);
     }
   }
-  // Lq <- Lq^-1, Lp <- Lp^-1 (in place), then Sigma^-1 = Li^T Li.
-  tri_inverse_lower(w.Lq, D);
-  if (gq) {
-    congruence_lt(w.Lq, Sm, w.S, w.E, D);  // E <- Lq^-T S Lq^-1 (E no longer needed)
-    for (int i = 0; i < D * D; ++i) gq[i] = kl_store<S>(A(-0.5) * g * w.E[i]);
-  }
-  if (gp) {
+
+  // p as a covariance: (Sq^-1 - Sp^-1) / 2 with Sigma^-1 = Li^T Li.
+  if (gp && PP == FullParam::Cov) {
+    if (!kQDiag && !lq_inverted) tri_inverse_lower(w.Lq, D);
     tri_inverse_lower(w.Lp, D);
     for (int i = 0; i < D; ++i) {
       for (int j = 0; j <= i; ++j) {
         A s = A(0);
-        for (int k = i; k < D; ++k) s += w.Lq[k * D + i] * w.Lq[k * D + j] - w.Lp[k * D + i] * w.Lp[k * D + j];
+        for (int k = i; k < D; ++k) s -= w.Lp[k * D + i] * w.Lp[k * D + j];
+        if (kQDiag) {
+          if (i == j) {
+            const A iq = A(1) / w.Lq[i * D + i];
+            s += iq * iq;
+          }
+        } else if (HasQ) {
+          for (int k = i; k < D; ++k) s += w.Lq[k * D + i] * w.Lq[k * D + j];
+        } else if (i == j) {
+          s += A(1);
+        }
         gp[i * D + j] = kl_store<S>(A(0.5) * g * s);
         gp[j * D + i] = kl_store<S>(A(0.5) * g * s);
       }

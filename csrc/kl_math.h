@@ -425,38 +425,6 @@ GKL_INLINE T full_kl2(const T* Lp, const T* Lq, const T* E, const T* b, int D, b
   return off + diag + bb;
 }
 
-// Gradients of KL w.r.t. the factors (scale_tril), lower triangular:
-//   dLp = tril(Lq^-T A) - diag(1/Lp_ii) = tril(Lq^-T E) + diag(E_ii / Lp_ii)
-//   dLq = -tril(Lq^-T (A A^T + b b^T)) + diag(1/Lq_ii)
-//       = -tril(Lq^-T S),  S = E + E^T + E E^T + b b^T
-// (using tril(Lq^-T) = diag(1/Lq_ii)), so both are exactly 0 at p == q and
-// accurate near it. Also y = Lq^-T b (dmu_p = -y, dmu_q = y).
-// Outputs gLp, gLq: D*D (upper triangles set to 0). S: D*D scratch, which
-// gLq may alias (each S entry is read before its gLq entry is written).
-template <typename T>
-GKL_INLINE void full_grad_tril(
-    const T* Lp, const T* Lq, const T* E, const T* b, int D, T* gLp, T* gLq, T* y, T* S) {
-  for (int i = 0; i < D; ++i) y[i] = b[i];
-  trsv_lower_t(Lq, y, D);
-  tril_solve_lt(Lq, E, gLp, D);
-  for (int i = 0; i < D; ++i) gLp[i * D + i] += E[i * D + i] / Lp[i * D + i];
-  // Lower triangle of S = E + E^T + E E^T + b b^T (E lower triangular: the
-  // E E^T entry (i, j), j <= i, sums k <= j), as unit-stride dot products.
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      T s = b[i] * b[j] + E[i * D + j] + (i == j ? E[i * D + j] : T(0));
-      const T* ei = E + i * D;
-      const T* ej = E + j * D;
-      for (int k = 0; k <= j; ++k) s += ei[k] * ej[k];
-      S[i * D + j] = s;
-    }
-  }
-  tril_solve_lt(Lq, S, gLq, D);
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) gLq[i * D + j] = -gLq[i * D + j];
-  }
-}
-
 // In-place inverse of a lower-triangular L (the result is lower triangular).
 template <typename T>
 GKL_INLINE void tri_inverse_lower(T* L, int D) {

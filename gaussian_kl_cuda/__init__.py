@@ -4,6 +4,7 @@ native forward and backward kernels on CPU and CUDA.
     import gaussian_kl_cuda as gkl
     kl = gkl.kl_diag(mu, logvar, param="logvar")      # KL(N(mu, e^logvar) || N(0, I))
     kl = gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril")
+    kl = gkl.kl(gkl.FullGaussian(mu, scale_tril=L), gkl.DiagGaussian(m0, var=v0))
 """
 
 import torch
@@ -11,10 +12,17 @@ import torch
 from ._ops import CUDA_KERNELS
 from .diag import DIAG_PARAMS, kl_diag
 from .full import FULL_PARAMS, kl_full
+from .gaussians import DiagGaussian, FullGaussian
+from .interop import is_registered, register_with_torch, unregister_from_torch
+from .pairs import GaussianKLLoss, kl, kl_mixed
 
 __version__ = "0.1.0"
 
-__all__ = ["kl_diag", "kl_full", "DIAG_PARAMS", "FULL_PARAMS", "CUDA_KERNELS", "build_info", "__version__"]
+__all__ = [
+    "kl", "kl_diag", "kl_full", "kl_mixed", "DiagGaussian", "FullGaussian", "GaussianKLLoss",
+    "register_with_torch", "unregister_from_torch", "is_registered",
+    "DIAG_PARAMS", "FULL_PARAMS", "CUDA_KERNELS", "build_info", "__version__",
+]
 
 
 def build_info() -> dict:

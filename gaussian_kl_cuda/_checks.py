@@ -91,3 +91,49 @@ def reduce(out: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "sum":
         return out.sum()
     return out.mean()
+
+
+def broadcast_sides(fn: str, sides, param_desc: str):
+    """Checks and broadcasts the sides of a full-covariance (or mixed) KL.
+
+    sides: [(mu_name, mu, m_name, m, diag)] for p and optionally q; a side
+    with diag=False has m of shape [*batch, D, D], with diag=True [*batch, D].
+    Returns (dtype, [mu, m] per side, expanded to one batch shape: stride-0
+    views, nothing materialised)."""
+    named = []
+    for mn, mu, n, m, _diag in sides:
+        named += [(mn, mu), (n, m)]
+    dtype = check_tensors(fn, named)
+    for mn, mu, n, m, diag in sides:
+        if diag:
+            if m.shape[-1] != mu.shape[-1]:
+                raise ValueError(
+                    f"{fn}: {n} must have shape [*batch, D] (a diagonal), got {tuple(m.shape)} "
+                    f"with {mn} {tuple(mu.shape)}")
+            continue
+        if m.dim() < 2 or m.shape[-1] != m.shape[-2]:
+            hint = ""
+            if m.dim() >= 1 and m.shape[-1] == mu.shape[-1] and m.dim() == mu.dim():
+                hint = (" It has the shape of the mean, as a diagonal would: for a diagonal "
+                        "covariance use kl_diag (param='var' or 'std').")
+            raise ValueError(
+                f"{fn}: {n} must have shape [*batch, D, D] ({param_desc}), got "
+                f"{tuple(m.shape)} with {mn} {tuple(mu.shape)}.{hint}")
+        if m.shape[-1] != mu.shape[-1]:
+            raise ValueError(
+                f"{fn}: event sizes disagree: {mn} {tuple(mu.shape)} but {n} {tuple(m.shape)}")
+    D = sides[0][1].shape[-1]
+    if any(side[1].shape[-1] != D for side in sides):
+        desc = ", ".join(f"{n} {tuple(t.shape)}" for n, t in named)
+        raise ValueError(f"{fn}: event sizes disagree: {desc}")
+    # Broadcast the batch dims of all (the event dims stay as they are).
+    batch_named = []
+    for mn, mu, n, m, diag in sides:
+        batch_named += [(mn, mu[..., :1]), (n, m[..., :1] if diag else m[..., 0, :1])]
+    batch, _ = broadcast_event(fn, batch_named)
+    out = []
+    for _mn, mu, _n, m, diag in sides:
+        mu = mu if mu.dtype == dtype else mu.to(dtype)
+        m = m if m.dtype == dtype else m.to(dtype)
+        out.append((mu.expand(batch + (D,)), m.expand(batch + ((D,) if diag else (D, D)))))
+    return dtype, out

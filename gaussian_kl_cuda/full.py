@@ -57,36 +57,10 @@ def kl_full(
     _checks.check_choice(fn, "reduction", reduction, _checks.REDUCTIONS)
     if (mu_q is None) != (m_q is None):
         raise ValueError(f"{fn}: pass both mu_q and m_q, or neither (q = N(0, I))")
-    named_mu = [("mu_p", mu_p)] + ([("mu_q", mu_q)] if mu_q is not None else [])
-    named_m = [("m_p", m_p)] + ([("m_q", m_q)] if m_q is not None else [])
-    dtype = _checks.check_tensors(fn, named_mu + named_m)
-    for (mn, mu), (n, m) in zip(named_mu, named_m):
-        if m.dim() < 2 or m.shape[-1] != m.shape[-2]:
-            hint = ""
-            if m.dim() >= 1 and m.shape[-1] == mu.shape[-1] and m.dim() == mu.dim():
-                hint = (" It has the shape of the mean, as a diagonal would: for a diagonal "
-                        "covariance use kl_diag (param='var' or 'std').")
-            raise ValueError(
-                f"{fn}: {n} must have shape [*batch, D, D] (param={param!r}), got "
-                f"{tuple(m.shape)} with {mn} {tuple(mu.shape)}.{hint}")
-        if m.shape[-1] != mu.shape[-1]:
-            raise ValueError(
-                f"{fn}: event sizes disagree: {mn} {tuple(mu.shape)} but {n} {tuple(m.shape)}")
-    D = mu_p.shape[-1]
-    sizes = [t.shape[-1] for _, t in named_mu]
-    if any(s != D for s in sizes):
-        desc = ", ".join(f"{n} {tuple(t.shape)}" for n, t in named_mu + named_m)
-        raise ValueError(f"{fn}: event sizes disagree: {desc}")
-    # Broadcast the batch dims of all four (the event dims stay as they are).
-    batch_named = [(n, t[..., 0]) for n, t in named_mu] + [(n, t[..., 0, 0]) for n, t in named_m]
-    batch, _ = _checks.broadcast_event(fn, [(n, t.unsqueeze(-1)) for n, t in batch_named])
-    mus = [t if t.dtype == dtype else t.to(dtype) for _, t in named_mu]
-    ms = [t if t.dtype == dtype else t.to(dtype) for _, t in named_m]
-    mus = [t.expand(batch + (D,)) for t in mus]
-    ms = [t.expand(batch + (D, D)) for t in ms]
-    if len(mus) == 1:
-        args = [mus[0], ms[0], None, None]
-    else:
-        args = [mus[0], ms[0], mus[1], ms[1]]
+    sides = [("mu_p", mu_p, "m_p", m_p, False)]
+    if mu_q is not None:
+        sides.append(("mu_q", mu_q, "m_q", m_q, False))
+    _, views = _checks.broadcast_sides(fn, sides, f"param={param!r}")
+    args = [views[0][0], views[0][1]] + (list(views[1]) if len(views) == 2 else [None, None])
     out = ops.kl_full(*args, param, bool(check))
     return _checks.reduce(out, reduction)

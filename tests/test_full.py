@@ -7,35 +7,8 @@ import torch
 import torch.distributions as td
 
 import gaussian_kl_cuda as gkl
+from _reference import kl_full_ref, rand_spd
 from conftest import DEVICES
-
-
-def kl_full_ref(mu_p, S_p, mu_q=None, S_q=None):
-    """0.5 [tr(Sq^-1 Sp) + d^T Sq^-1 d - D + logdet Sq - logdet Sp], float64."""
-    mu_p, S_p = mu_p.double(), S_p.double()
-    D = mu_p.shape[-1]
-    if mu_q is None:
-        mu_q = torch.zeros_like(mu_p)
-        S_q = torch.eye(D, dtype=torch.float64).expand_as(S_p)
-    mu_q, S_q = mu_q.double(), S_q.double()
-    Sq_inv = torch.linalg.inv(S_q)
-    d = (mu_q - mu_p).unsqueeze(-1)
-    tr = (Sq_inv * S_p.transpose(-1, -2)).sum((-1, -2))
-    maha = (d.transpose(-1, -2) @ Sq_inv @ d)[..., 0, 0]
-    return 0.5 * (tr + maha - D + torch.linalg.slogdet(S_q)[1] - torch.linalg.slogdet(S_p)[1])
-
-
-def rand_spd(shape, D, gen, cond=None, dtype=torch.float64):
-    """Random SPD matrices; with cond, eigenvalues log-spaced over [1/cond, 1]."""
-    A = torch.randn(*shape, D, D, generator=gen, dtype=torch.float64)
-    if cond is None:
-        S = A @ A.transpose(-1, -2) / D + 0.5 * torch.eye(D, dtype=torch.float64)
-    else:
-        Q, _ = torch.linalg.qr(A)
-        ev = torch.logspace(0, -torch.log10(torch.tensor(float(cond))).item(), D, dtype=torch.float64)
-        S = Q @ torch.diag_embed(ev.expand(*shape, D)) @ Q.transpose(-1, -2)
-        S = 0.5 * (S + S.transpose(-1, -2))
-    return S.to(dtype)
 
 
 def rand_mu(shape, D, gen, dtype=torch.float64):

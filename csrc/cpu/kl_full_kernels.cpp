@@ -15,54 +15,59 @@ namespace gaussian_kl {
 namespace cpu {
 namespace {
 
-// dtype x (param, has q) -> f(element tag, P, HasQ).
+// dtype x (pp, pq, has q) -> f(element tag, PP, PQ, HasQ). Same-kind pairs
+// (kl_full) may lack q; mixed pairs always have one.
 template <typename F>
-void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
+void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, const F& f) {
   dispatch_kind(kind, [&](auto tag) {
-    dispatch_full_variant(param, has_q, [&](auto p, auto hq) { f(tag, p, hq); });
+    if (pp == pq || !has_q) {
+      dispatch_full_variant(pp, has_q, [&](auto p, auto hq) { f(tag, p, p, hq); });
+    } else {
+      dispatch_mixed_variant(pp, pq, [&](auto p, auto q) { f(tag, p, q, std::true_type{}); });
+    }
   });
 }
 
 // Rows [begin, end) with the event size fixed at compile time (DC > 0) for
 // small D, or read at run time (DC = 0; compiled per ISA so the unit-stride
 // axpys of kl_math.h vectorise).
-template <typename S, FullParam P, bool HasQ, int DC>
+template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
 void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
   std::vector<A> ws(FullWork<A>::size(r.dim));
   const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
   for (int64_t row = begin; row < end; ++row) {
-    o[row] = static_cast<S>(full_row_forward<P, HasQ, StdMath, S, DC>(r, row, w));
+    o[row] = static_cast<S>(full_row_forward<PP, PQ, HasQ, StdMath, S, DC>(r, row, w));
   }
 }
 
-template <typename S, FullParam P, bool HasQ, int DC>
+template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
 void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o, int64_t begin,
                     int64_t end) {
   using A = typename AccType<S>::type;
   std::vector<A> ws(FullWork<A>::size(r.dim));
   const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
   for (int64_t row = begin; row < end; ++row) {
-    full_row_backward<P, HasQ, StdMath, S, DC>(r, row, static_cast<A>(g[row * gs]), w, o);
+    full_row_backward<PP, PQ, HasQ, StdMath, S, DC>(r, row, static_cast<A>(g[row * gs]), w, o);
   }
 }
 
-template <typename S, FullParam P, bool HasQ>
+template <typename S, FullParam PP, FullParam PQ, bool HasQ>
 GKL_CPU_CLONES void forward_chunk_any_d(const FullRows& r, S* o, int64_t begin, int64_t end) {
-  forward_chunk<S, P, HasQ, 0>(r, o, begin, end);
+  forward_chunk<S, PP, PQ, HasQ, 0>(r, o, begin, end);
 }
 
-template <typename S, FullParam P, bool HasQ>
+template <typename S, FullParam PP, FullParam PQ, bool HasQ>
 GKL_CPU_CLONES void backward_chunk_any_d(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
                                          int64_t begin, int64_t end) {
-  backward_chunk<S, P, HasQ, 0>(r, g, gs, o, begin, end);
+  backward_chunk<S, PP, PQ, HasQ, 0>(r, g, gs, o, begin, end);
 }
 
 // Calls f(std::integral_constant<int, DC>) with DC = D for the specialised
-// small sizes (float and double only), 0 otherwise.
-template <typename S, typename F>
+// small sizes (float and double kl_full only), 0 otherwise.
+template <typename S, bool Specialise, typename F>
 void dispatch_dim(int64_t D, const F& f) {
-  if constexpr (std::is_same<S, float>::value || std::is_same<S, double>::value) {
+  if constexpr (Specialise && (std::is_same<S, float>::value || std::is_same<S, double>::value)) {
     switch (D) {
       case 2: return f(std::integral_constant<int, 2>{});
       case 3: return f(std::integral_constant<int, 3>{});
@@ -78,17 +83,18 @@ void dispatch_dim(int64_t D, const F& f) {
 }  // namespace
 
 void kl_full_forward_rows(
-    ScalarKind kind, FullParam param, const FullRows& r, void* out, int64_t begin, int64_t end) {
-  dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
+    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, void* out, int64_t begin,
+    int64_t end) {
+  dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
-    constexpr FullParam kP = decltype(P)::value;
+    constexpr FullParam kPP = decltype(PP)::value, kPQ = decltype(PQ)::value;
     constexpr bool kHQ = decltype(HQ)::value;
     S* o = static_cast<S*>(out);
-    dispatch_dim<S>(r.dim, [&](auto DC) {
+    dispatch_dim<S, kPP == kPQ>(r.dim, [&](auto DC) {
       if constexpr (decltype(DC)::value == 0) {
-        forward_chunk_any_d<S, kP, kHQ>(r, o, begin, end);
+        forward_chunk_any_d<S, kPP, kPQ, kHQ>(r, o, begin, end);
       } else {
-        forward_chunk<S, kP, kHQ, decltype(DC)::value>(r, o, begin, end);
+        forward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, o, begin, end);
       }
     });
   });
@@ -96,23 +102,24 @@ void kl_full_forward_rows(
 
 void kl_full_backward_rows(
     ScalarKind kind,
-    FullParam param,
+    FullParam pp,
+    FullParam pq,
     const FullRows& r,
     const void* grad,
     int64_t grad_stride,
     const FullGradOut& o,
     int64_t begin,
     int64_t end) {
-  dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
+  dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
-    constexpr FullParam kP = decltype(P)::value;
+    constexpr FullParam kPP = decltype(PP)::value, kPQ = decltype(PQ)::value;
     constexpr bool kHQ = decltype(HQ)::value;
     const S* g = static_cast<const S*>(grad);
-    dispatch_dim<S>(r.dim, [&](auto DC) {
+    dispatch_dim<S, kPP == kPQ>(r.dim, [&](auto DC) {
       if constexpr (decltype(DC)::value == 0) {
-        backward_chunk_any_d<S, kP, kHQ>(r, g, grad_stride, o, begin, end);
+        backward_chunk_any_d<S, kPP, kPQ, kHQ>(r, g, grad_stride, o, begin, end);
       } else {
-        backward_chunk<S, kP, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
+        backward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
       }
     });
   });

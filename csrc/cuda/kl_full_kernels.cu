@@ -16,7 +16,7 @@ namespace {
 
 constexpr int kThreads = 128;
 
-template <typename S, FullParam P, bool HasQ>
+template <typename S, FullParam PP, FullParam PQ, bool HasQ>
 __global__ void __launch_bounds__(kThreads) kl_full_forward_kernel(
     const FullRows r, S* __restrict__ out, typename AccType<S>::type* ws, int64_t ws_per_thread) {
   using A = typename AccType<S>::type;
@@ -24,11 +24,11 @@ __global__ void __launch_bounds__(kThreads) kl_full_forward_kernel(
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const FullWork<A> w(ws + tid * ws_per_thread, static_cast<int>(r.dim));
   for (int64_t row = tid; row < r.rows; row += nthreads) {
-    out[row] = kl_store<S>(full_row_forward<P, HasQ, StdMath, S>(r, row, w));
+    out[row] = kl_store<S>(full_row_forward<PP, PQ, HasQ, StdMath, S>(r, row, w));
   }
 }
 
-template <typename S, FullParam P, bool HasQ>
+template <typename S, FullParam PP, FullParam PQ, bool HasQ>
 __global__ void __launch_bounds__(kThreads) kl_full_backward_kernel(
     const FullRows r, const S* __restrict__ g, int64_t g_stride, const FullGradOut o,
     typename AccType<S>::type* ws, int64_t ws_per_thread) {
@@ -37,15 +37,20 @@ __global__ void __launch_bounds__(kThreads) kl_full_backward_kernel(
   const int64_t nthreads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const FullWork<A> w(ws + tid * ws_per_thread, static_cast<int>(r.dim));
   for (int64_t row = tid; row < r.rows; row += nthreads) {
-    full_row_backward<P, HasQ, StdMath, S>(r, row, kl_load(g[row * g_stride]), w, o);
+    full_row_backward<PP, PQ, HasQ, StdMath, S>(r, row, kl_load(g[row * g_stride]), w, o);
   }
 }
 
-// dtype x (param, has q) -> f(element tag, P, HasQ).
+// dtype x (pp, pq, has q) -> f(element tag, PP, PQ, HasQ); mixed pairs
+// (pp != pq) always have q.
 template <typename F>
-void dispatch_full(ScalarKind kind, FullParam param, bool has_q, const F& f) {
+void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, const F& f) {
   auto with_variant = [&](auto tag) {
-    dispatch_full_variant(param, has_q, [&](auto p, auto hq) { f(tag, p, hq); });
+    if (pp == pq || !has_q) {
+      dispatch_full_variant(pp, has_q, [&](auto p, auto hq) { f(tag, p, p, hq); });
+    } else {
+      dispatch_mixed_variant(pp, pq, [&](auto p, auto q) { f(tag, p, q, std::true_type{}); });
+    }
   };
   switch (kind) {
     case ScalarKind::Float: with_variant(float{}); break;
@@ -63,30 +68,31 @@ int64_t kl_full_cuda_ws_per_thread(int64_t dim) {
 
 // ws_threads must be a multiple of kThreads (the launcher rounds it).
 cudaError_t kl_full_forward_cuda_launch(
-    ScalarKind kind, FullParam param, const FullRows& r, void* out, void* ws, int64_t ws_threads,
-    cudaStream_t stream) {
+    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, void* out, void* ws,
+    int64_t ws_threads, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
   const int64_t per = kl_full_cuda_ws_per_thread(r.dim);
-  dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
+  dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
-    kl_full_forward_kernel<S, decltype(P)::value, decltype(HQ)::value>
+    kl_full_forward_kernel<S, decltype(PP)::value, decltype(PQ)::value, decltype(HQ)::value>
         <<<blocks, kThreads, 0, stream>>>(r, static_cast<S*>(out), static_cast<A*>(ws), per);
   });
   return cudaGetLastError();
 }
 
 cudaError_t kl_full_backward_cuda_launch(
-    ScalarKind kind, FullParam param, const FullRows& r, const void* grad, int64_t grad_stride,
-    const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream) {
+    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, const void* grad,
+    int64_t grad_stride, const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
   const int64_t per = kl_full_cuda_ws_per_thread(r.dim);
-  dispatch_full(kind, param, r.has_q(), [&](auto tag, auto P, auto HQ) {
+  dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
-    kl_full_backward_kernel<S, decltype(P)::value, decltype(HQ)::value><<<blocks, kThreads, 0, stream>>>(
+    kl_full_backward_kernel<S, decltype(PP)::value, decltype(PQ)::value, decltype(HQ)::value>
+        <<<blocks, kThreads, 0, stream>>>(
         r, static_cast<const S*>(grad), grad_stride, o, static_cast<A*>(ws), per);
   });
   return cudaGetLastError();

@@ -2,7 +2,8 @@
 // kl_args.h only). `ws` is a device workspace of ws_threads * ws_per_thread
 // accumulators (float, or double for double inputs): one D x D workspace per
 // thread, threads striding over rows, so the temporary is bounded by the
-// thread count, never B x D x D.
+// thread count, never B x D x D. pp, pq: the kind of each side (pp == pq:
+// kl_full; otherwise kl_mixed, see kl_full_row.h).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -15,11 +16,12 @@ namespace gaussian_kl {
 int64_t kl_full_cuda_ws_per_thread(int64_t dim);
 
 cudaError_t kl_full_forward_cuda_launch(
-    ScalarKind kind, FullParam param, const FullRows& rows, void* out, void* ws, int64_t ws_threads,
-    cudaStream_t stream);
+    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& rows, void* out, void* ws,
+    int64_t ws_threads, cudaStream_t stream);
 
 cudaError_t kl_full_backward_cuda_launch(
-    ScalarKind kind, FullParam param, const FullRows& rows, const void* grad, int64_t grad_stride,
+    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& rows, const void* grad,
+    int64_t grad_stride,
     const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream);
 
 }  // namespace gaussian_kl
