@@ -10,6 +10,30 @@ import torch
 import gaussian_kl_cuda as gkl
 
 
+def mixed_pairs(g, dtype, D, tol) -> int:
+    """kl_mixed for every pair of kinds (full-diag, diag-full, scale_tril-cov)."""
+    bad = 0
+    A = torch.randn(9, D, D, generator=g, dtype=torch.float64)
+    S = A @ A.mT / D + torch.eye(D, dtype=torch.float64)
+    sides = {"scale_tril": torch.linalg.cholesky(S), "cov": S}
+    s = torch.rand(9, D, generator=g, dtype=torch.float64) + 0.5
+    for param in gkl.DIAG_PARAMS:
+        sides[param] = s.log() if param in ("logvar", "logstd") else s
+    mu = torch.randn(9, D, generator=g, dtype=torch.float64)
+    pairs = [(a, b) for a in gkl.FULL_PARAMS for b in gkl.DIAG_PARAMS]
+    pairs += [(b, a) for a, b in pairs] + [("scale_tril", "cov"), ("cov", "scale_tril")]
+    for pp, qp in pairs:
+        ins = [t.to("cuda", dtype).requires_grad_() for t in (mu, sides[pp], mu.flip(0), sides[qp].flip(0))]
+        out = gkl.kl_mixed(*ins, p_param=pp, q_param=qp)
+        out.sum().backward()
+        ref = gkl.kl_mixed(mu, sides[pp], mu.flip(0), sides[qp].flip(0), p_param=pp, q_param=qp)
+        err = ((out.double().cpu() - ref).abs() / ref.abs().clamp_min(1)).max().item()
+        if err > tol:
+            bad += 1
+            print(f"MISMATCH kl_mixed {dtype} D={D} {pp}-{qp}: {err:.2e}")
+    return bad
+
+
 def main() -> int:
     assert torch.cuda.is_available() and gkl.CUDA_KERNELS, "needs a GPU and the CUDA kernels"
     g = torch.Generator().manual_seed(0)
@@ -47,6 +71,8 @@ def main() -> int:
                 if err > tol * 10:
                     bad += 1
                     print(f"MISMATCH kl_full {dtype} D={D} {param}: {err:.2e}")
+            if D <= 64:
+                bad += mixed_pairs(g, dtype, D, tol * 10)
     torch.cuda.synchronize()
     print("gpu_smoke:", "OK" if bad == 0 else f"{bad} mismatches")
     return 1 if bad else 0

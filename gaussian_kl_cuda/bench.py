@@ -39,6 +39,11 @@ FULL_SHAPES_CPU_QUICK = [(16384, 4), (4096, 16), (512, 64), (32, 256)]
 FULL_SHAPES_CUDA = [(1 << 20, 2), (1 << 19, 4), (1 << 18, 8), (1 << 17, 16), (1 << 16, 32),
                     (8192, 64), (1024, 128), (128, 256)]
 FULL_SHAPES_CUDA_QUICK = [(1 << 18, 4), (1 << 16, 16), (1 << 14, 32)]
+# Mixed: full p (scale_tril) against a diagonal q (std).
+MIXED_SHAPES_CPU = [(65536, 4), (16384, 16), (4096, 64), (256, 256)]
+MIXED_SHAPES_CPU_QUICK = [(4096, 64)]
+MIXED_SHAPES_CUDA = [(1 << 19, 4), (1 << 17, 16), (1 << 15, 64), (2048, 256)]
+MIXED_SHAPES_CUDA_QUICK = [(1 << 17, 16), (1 << 15, 64)]
 
 
 def git_sha() -> str:
@@ -209,6 +214,53 @@ def full_providers(x) -> Dict[str, Callable[[], torch.Tensor]]:
     }
 
 
+def mixed_inputs(B: int, D: int, dtype, device, requires_grad: bool, gen):
+    x = full_inputs(B, D, dtype, device, requires_grad, gen)
+    std = (torch.rand(B, D, generator=gen) + 0.5).to(device=device, dtype=dtype)
+    return dict(mu_p=x["mu_p"], mu_q=x["mu_q"], L_p=x["L_p"], std_q=std.requires_grad_(requires_grad))
+
+
+def closed_form_full_diag(mu_p, L_p, mu_q, std_q):
+    """The O(D^2) closed form of KL(N(mu_p, Lp Lp^T) || N(mu_q, diag(std_q^2)))
+    an experienced user writes by hand instead of densifying q."""
+    vq = std_q * std_q
+    tr = (L_p * L_p).sum(-1) / vq
+    d = mu_q - mu_p
+    logdet_p = torch.diagonal(L_p, dim1=-2, dim2=-1).log().sum(-1)
+    return 0.5 * (tr + d * d / vq - 1 + vq.log()).sum(-1) - logdet_p
+
+
+def mixed_providers(x, with_compile: bool) -> Dict[str, Callable[[], torch.Tensor]]:
+    mp, mq, Lp, sq = x["mu_p"], x["mu_q"], x["L_p"], x["std_q"]
+    prov = {
+        # torch has no full-diagonal pair: users densify the diagonal.
+        "torch.distributions": lambda: td.kl_divergence(
+            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=False),
+            td.MultivariateNormal(mq, scale_tril=torch.diag_embed(sq), validate_args=False),
+        ),
+        "torch.distributions(validate)": lambda: td.kl_divergence(
+            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=True),
+            td.MultivariateNormal(mq, scale_tril=torch.diag_embed(sq), validate_args=True),
+        ),
+        "eager closed form": lambda: closed_form_full_diag(mp, Lp, mq, sq),
+    }
+    if with_compile:
+        cf = compiled(closed_form_full_diag)
+        prov["compiled closed form"] = lambda: cf(mp, Lp, mq, sq)
+    prov["gkl"] = lambda: gkl.kl_mixed(mp, Lp, mq, sq, p_param="scale_tril", q_param="std", check=False)
+    prov["gkl(check)"] = lambda: gkl.kl_mixed(mp, Lp, mq, sq, p_param="scale_tril", q_param="std")
+    return prov
+
+
+def set_elements(kind: str, B: int, D: int) -> int:
+    """Elements of one input set."""
+    if kind == "diag":
+        return 4 * B * D
+    if kind == "mixed":
+        return B * D * D + 3 * B * D
+    return 2 * B * D * (D + 1)
+
+
 def full_flops(B: int, D: int, mode: str) -> float:
     """Useful flops: the triangular solve for E (D^3/3) and for b (D^2);
     the backward adds two more triangular solves and E E^T (~D^3)."""
@@ -227,7 +279,7 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
     gen = torch.Generator().manual_seed(B * 7 + D)
     need_grad = mode != "fwd"
     elsize = torch.empty((), dtype=dtype).element_size()
-    set_bytes = (4 * B * D if kind == "diag" else 2 * B * D * (D + 1)) * elsize
+    set_bytes = set_elements(kind, B, D) * elsize
     # On a GPU, rotate among several input sets when one set would sit in the
     # L2 cache (~50 MB): a cache-resident buffer would flatter every provider.
     n_sets = 1 if device == "cpu" else max(1, min(8, -(-(3 * 64 << 20) // max(set_bytes, 1))))
@@ -236,11 +288,16 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
         if kind == "diag":
             x = diag_inputs(B, D, dtype, device, param, need_grad, gen)
             sets.append((x, diag_providers(x, param, args.compile)))
+        elif kind == "mixed":
+            x = mixed_inputs(B, D, dtype, device, need_grad, gen)
+            sets.append((x, mixed_providers(x, args.compile)))
         else:
             x = full_inputs(B, D, dtype, device, need_grad, gen)
             sets.append((x, full_providers(x)))
     if kind == "full":
         param = "scale_tril"
+    elif kind == "mixed":
+        param = "scale_tril|std"
     prov = sets[0][1]
 
     def make_call(name):
@@ -311,7 +368,7 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
     if kind == "diag":
         nbytes = diag_bytes(B, D, elsize, mode)
     else:
-        nbytes = (2 * B * D * D + 2 * B * D + B) * elsize * (1 if mode == "fwd" else 3)
+        nbytes = (set_elements(kind, B, D) + B) * elsize * (1 if mode == "fwd" else 3)
     flops = full_flops(B, D, mode) if kind == "full" else 0.0
     for name, s in samples.items():
         row = dict(
@@ -332,7 +389,7 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
 def fits(kind: str, B: int, D: int, dtype, device: str) -> bool:
     """Inputs, gradients and the providers' temporaries (~4x) must fit."""
     elsize = torch.empty((), dtype=dtype).element_size()
-    per = (4 * B * D if kind == "diag" else 2 * B * D * (D + 1)) * elsize
+    per = set_elements(kind, B, D) * elsize
     if device == "cuda":
         free, _ = torch.cuda.mem_get_info()
         return 12 * per < free
@@ -340,12 +397,12 @@ def fits(kind: str, B: int, D: int, dtype, device: str) -> bool:
 
 
 def print_table(rows: List[dict], file=sys.stdout) -> None:
-    hdr = f"{'op':8} {'mode':8} {'B':>8} {'D':>5} {'dtype':8} {'provider':30} {'median ms':>10} {'p20':>9} {'p80':>9} {'GB/s':>7} {'gkl x':>7}"
+    hdr = f"{'op':9} {'mode':8} {'B':>8} {'D':>5} {'dtype':8} {'provider':30} {'median ms':>10} {'p20':>9} {'p80':>9} {'GB/s':>7} {'gkl x':>7}"
     print(hdr, file=file)
     print("-" * len(hdr), file=file)
     for r in rows:
         print(
-            f"{r['op']:8} {r['mode']:8} {r['B']:>8} {r['D']:>5} {r['dtype']:8} {r['provider']:30} "
+            f"{r['op']:9} {r['mode']:8} {r['B']:>8} {r['D']:>5} {r['dtype']:8} {r['provider']:30} "
             f"{r['median_ms']:>10.3f} {r['p20_ms']:>9.3f} {r['p80_ms']:>9.3f} {r['gbps']:>7.1f} "
             f"{r['gkl_speedup']:>7.2f}",
             file=file,
@@ -368,8 +425,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
-    p.add_argument("--kind", default="diag", choices=["diag", "full", "all"],
-                   help="diag, full (scale_tril inputs) or both (mixed arrives with its kernels)")
+    p.add_argument("--kind", default="diag", choices=["diag", "full", "mixed", "all"],
+                   help="diag, full (scale_tril inputs), mixed (scale_tril p vs std q) or all")
     p.add_argument("--mode", default="all", choices=["fwd", "bwd", "fwd+bwd", "all"],
                    help="all = fwd and fwd+bwd")
     p.add_argument("--param", default="std", choices=["std", "logvar"],
@@ -392,7 +449,7 @@ def main(argv=None) -> List[dict]:
     dtype = getattr(torch, args.dtype)
     if args.rounds is None:
         args.rounds = 7 if args.quick else 15
-    kinds = ["diag", "full"] if args.kind == "all" else [args.kind]
+    kinds = ["diag", "full", "mixed"] if args.kind == "all" else [args.kind]
     modes = ["fwd", "fwd+bwd"] if args.mode == "all" else [args.mode]
     sha = git_sha()
     copy_bw = measure_copy_bandwidth(args.device)
@@ -410,6 +467,8 @@ def main(argv=None) -> List[dict]:
                 ("diag", "cuda"): (DIAG_SHAPES_CUDA_QUICK, DIAG_SHAPES_CUDA),
                 ("full", "cpu"): (FULL_SHAPES_CPU_QUICK, FULL_SHAPES_CPU),
                 ("full", "cuda"): (FULL_SHAPES_CUDA_QUICK, FULL_SHAPES_CUDA),
+                ("mixed", "cpu"): (MIXED_SHAPES_CPU_QUICK, MIXED_SHAPES_CPU),
+                ("mixed", "cuda"): (MIXED_SHAPES_CUDA_QUICK, MIXED_SHAPES_CUDA),
             }[(kind, args.device)]
             shapes = table[0] if args.quick else table[1]
         for B, D in shapes:
