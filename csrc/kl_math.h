@@ -234,15 +234,16 @@ GKL_INLINE DiagRatio<T> diag_ratio(T sp, T sq) {
 
 // delta^2 / vq and delta / vq, with no inf * 0 for tiny but valid scales:
 // for a std 1/sq is applied twice (1/sq^2 overflows below sq ~ 1e-19 in
-// float, delta/sq does not); otherwise 1/vq is clamped to the largest finite
-// value (only a variance below the smallest normal float overflows it), so
-// delta = 0 gives 0, not NaN.
+// float, delta/sq does not); 1/sq and 1/vq are clamped to the largest finite
+// value (only a denormal scale overflows them), so delta = 0 gives 0, not
+// NaN.
 template <DiagParam P, typename T>
 GKL_INLINE void delta_terms(T delta, const DiagRatio<T>& r, T* t, T* dv) {
   if (P == DiagParam::Std) {
-    const T z = delta * r.inv_sq;
+    const T is = r.inv_sq < kl_max<T>() ? r.inv_sq : kl_max<T>();  // denormal sq
+    const T z = delta * is;
     *t = z * z;
-    *dv = z * r.inv_sq;
+    *dv = z * is;
   } else {
     const T iv = r.inv_vq < kl_max<T>() ? r.inv_vq : kl_max<T>();
     *t = delta * delta * iv;
@@ -276,6 +277,51 @@ GKL_INLINE T diag_term2(T mp, T sp, T mq, T sq) {
   T t, dv;
   delta_terms<P>(delta, r, &t, &dv);
   return (r.phi + t) + diag_invalid_nan<P, HasQ>(mp, sp, mq, sq);
+}
+
+// 2 * KL of one dimension in double from float-or-narrower inputs: the slow
+// path for a row whose float sum came out inf or NaN. Float has a narrow
+// exponent range, so a valid row can overflow an intermediate (vp / vq
+// below the smallest float, 1 / sq of a denormal std) although its KL is
+// representable; in double every float input is a normal number and the
+// straightforward log-space form cannot over- or underflow. Invalid inputs
+// stay NaN; a KL beyond float's range stays inf when rounded back.
+template <DiagParam P, bool HasQ>
+GKL_INLINE double diag_term2_wide(double mp, double sp, double mq, double sq) {
+  auto log_var = [](double s) {
+    if (P == DiagParam::Std) return 2.0 * StdMath::log(s);
+    if (P == DiagParam::Var) return StdMath::log(s);
+    if (P == DiagParam::LogVar) return s;
+    return 2.0 * s;  // LogStd
+  };
+  const double lvq = HasQ ? log_var(sq) : 0.0;
+  const double ell = log_var(sp) - lvq;
+  const double delta = HasQ ? mq - mp : -mp;
+  return phi(ell, StdMath::expm1(ell)) + delta * delta * StdMath::exp(-lvq) +
+      diag_invalid_nan<P, HasQ>(mp, sp, mq, sq);
+}
+
+// One dimension's inputs, widened to double.
+struct DiagWide {
+  double mp, sp, mq, sq;
+};
+
+// The float KL of a row, or, when it is not finite and the accumulator is
+// float, the row recomputed by diag_term2_wide (load(d) -> the d-th inputs
+// as a DiagWide). Costs one compare per row on the fast path.
+template <DiagParam P, bool HasQ, typename A, typename Load>
+GKL_INLINE A diag_row_finish(A kl, int64_t D, const Load& load) {
+  if constexpr (sizeof(A) == 4) {
+    if (!(kl < kl_max<A>())) {
+      double sum = 0.0;
+      for (int64_t d = 0; d < D; ++d) {
+        const DiagWide x = load(d);
+        sum += diag_term2_wide<P, HasQ>(x.mp, x.sp, x.mq, x.sq);
+      }
+      kl = static_cast<A>(0.5 * sum);
+    }
+  }
+  return kl;
 }
 
 // d(KL)/d(v) -> d(KL)/d(param): multiply by dv/ds and by the 1/2 of KL.

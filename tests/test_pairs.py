@@ -76,9 +76,10 @@ def test_against_standard_normal(device, pk, gen):
 
 
 @pytest.mark.parametrize("pk,qk", [(a, b) for a in FULL for b in PARAMS] + [(a, b) for a in PARAMS for b in FULL]
-                         + [("scale_tril", "cov"), ("cov", "scale_tril")])
+                         + [("scale_tril", "cov"), ("cov", "scale_tril"), ("logvar", "std"),
+                            ("var", "logstd"), ("scale_tril", "scale_tril"), ("cov", "cov")])
 @pytest.mark.parametrize("D", [1, 2, 3, 8])
-def test_mixed_gradcheck(pk, qk, D, gen):
+def test_every_pair_gradcheck(pk, qk, D, gen):
     B = 3
     p = make_side(pk, (B,), D, gen)
     q = make_side(qk, (B,), D, gen)

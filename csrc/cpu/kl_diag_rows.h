@@ -130,7 +130,11 @@ GKL_ALWAYS_INLINE void forward_rows_body(
       for (int64_t k = 0; k < rows; ++k) {
         acc_t sum = acc_t(0);
         for (int64_t d = 0; d < D; ++d) sum += terms[k * D + d];
-        out[row0 + k] = static_cast<scalar_t>(acc_t(0.5) * sum);
+        out[row0 + k] = static_cast<scalar_t>(
+            diag_row_finish<P, HasQ>(acc_t(0.5) * sum, D, [&](int64_t d) {
+              const int64_t i = k * D + d;
+              return DiagWide{c.in[0][i], c.in[1][i], HasQ ? c.in[2][i] : 0.0, HasQ ? c.in[3][i] : 0.0};
+            }));
       }
     }
     return;
@@ -152,7 +156,10 @@ GKL_ALWAYS_INLINE void forward_rows_body(
     for (int s = W / 2; s > 0; s >>= 1) {
       for (int k = 0; k < s; ++k) acc[k] += acc[k + s];
     }
-    out[row] = static_cast<scalar_t>(acc_t(0.5) * acc[0]);
+    out[row] = static_cast<scalar_t>(diag_row_finish<P, HasQ>(acc_t(0.5) * acc[0], D, [&](int64_t i) {
+      return DiagWide{ld<Contig>(p.mp, i, cs[0]), ld<Contig>(p.sp, i, cs[1]),
+                      HasQ ? ld<Contig>(p.mq, i, cs[2]) : 0.0, HasQ ? ld<Contig>(p.sq, i, cs[3]) : 0.0};
+    }));
   }
 }
 

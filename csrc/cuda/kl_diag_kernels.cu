@@ -82,7 +82,13 @@ __global__ void __launch_bounds__(kThreads)
     for (int off = group >> 1; off > 0; off >>= 1) {
       acc += __shfl_xor_sync(mask, acc, off, group);
     }
-    if (lane == 0) out[row] = kl_store<T>(acc_t(0.5) * acc);
+    if (lane == 0) {
+      out[row] = kl_store<T>(diag_row_finish<P, HasQ>(acc_t(0.5) * acc, D, [&](int64_t i) {
+        return DiagWide{kl_load(mp[i * r.col_stride[0]]), kl_load(sp[i * r.col_stride[1]]),
+                        HasQ ? kl_load(mq[i * r.col_stride[2]]) : 0.0f,
+                        HasQ ? kl_load(sq[i * r.col_stride[3]]) : 0.0f};
+      }));
+    }
   }
 }
 

@@ -55,6 +55,10 @@ int main() {
   // kl_full through the dispatcher, against the ATen closed form
   // 1/2 [tr(Sq^-1 Sp) + d^T Sq^-1 d - D + logdet Sq - logdet Sp].
   auto full = c10::Dispatcher::singleton().findSchemaOrThrow("gaussian_kl::kl_full", "").typed<Fwd>();
+  using Mixed = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           c10::string_view, c10::string_view, bool);
+  auto mixed =
+      c10::Dispatcher::singleton().findSchemaOrThrow("gaussian_kl::kl_mixed", "").typed<Mixed>();
   for (int64_t D : {2, 4, 7, 40}) {
     const auto opt = at::TensorOptions().dtype(at::kDouble);
     auto A = at::randn({5, D, D}, opt), B = at::randn({5, D, D}, opt);
@@ -70,6 +74,15 @@ int main() {
                       std::get<1>(at::linalg_slogdet(Sq)) - std::get<1>(at::linalg_slogdet(Sp)));
     check(at::allclose(out, ref, 1e-10, 1e-10), "kl_full cov vs ATen");
     check(at::allclose(out_l, ref, 1e-10, 1e-10), "kl_full scale_tril vs ATen");
+    // kl_mixed: full p against a diagonal q (var) equals kl_full with the
+    // densified diagonal; and the reverse pair.
+    auto v = at::rand({5, D}, opt) + 0.5;
+    auto mixed_fd = mixed.call(mp, at::linalg_cholesky(Sp), mq, v, "scale_tril", "var", true);
+    auto dense_fd = full.call(mp, Sp, mq, at::diag_embed(v), "cov", true);
+    check(at::allclose(mixed_fd, dense_fd, 1e-10, 1e-10), "kl_mixed full-diag vs kl_full");
+    auto mixed_df = mixed.call(mp, v.log(), mq, Sq, "logvar", "cov", true);
+    auto dense_df = full.call(mp, at::diag_embed(v), mq, Sq, "cov", true);
+    check(at::allclose(mixed_df, dense_df, 1e-10, 1e-10), "kl_mixed diag-full vs kl_full");
   }
   // Invalid input with check=True raises a c10::ValueError naming the argument.
   bool raised = false;
