@@ -150,9 +150,120 @@ GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) 
   return bad;
 }
 
+// sum_{j < n} f(j) in L independent lanes summed in a fixed tree: the loop
+// vectorises (a single float accumulator would serialise on the add
+// latency), and the order depends only on n.
+template <int L, typename A, typename F>
+GKL_INLINE A lane_sum(int n, const F& f) {
+  A acc[L];
+  for (int k = 0; k < L; ++k) acc[k] = A(0);
+  int j = 0;
+  for (; j + L <= n; j += L) {
+    for (int k = 0; k < L; ++k) acc[k] += f(j + k);
+  }
+  for (int k = 0; j + k < n; ++k) acc[k] += f(j + k);
+  for (int w = L / 2; w > 0; w >>= 1) {
+    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+  }
+  return acc[0];
+}
+
+// scale_tril p against a diagonal q, streamed: no workspace, one pass over
+// the lower triangle of Lp. Row i of A = Lq^-1 Lp is Lp_i / sq_i, so
+//   2 KL = sum_i [ sum_{j<i} (Lp_ij / sq_i)^2 + phi(2 log(Lp_ii / sq_i)) + (delta_i / sq_i)^2 ].
+// Returns {sum_{j<i} A_ij^2, A_ii, sq_i, b_i} per row i through f(i, ...).
+template <typename M, typename S, int DC, typename A, typename F>
+GKL_INLINE A tril_diag_rows(const FullRows& r, int64_t row, const F& f) {
+  constexpr int L = sizeof(A) == 4 ? 8 : 4;
+  const int D = event_size<DC>(r);
+  const S* mu_p = static_cast<const S*>(r.mu_p) + row * r.mu_rs[0];
+  const S* mu_q = static_cast<const S*>(r.mu_q) + row * r.mu_rs[1];
+  const S* m_p = static_cast<const S*>(r.m_p) + row * r.m_rs[0];
+  const S* s_q = static_cast<const S*>(r.m_q) + row * r.m_rs[1];
+  const int64_t s0 = r.m_s0[0], s1 = r.m_s1[0];
+  A bad = A(0);
+  for (int i = 0; i < D; ++i) {
+    const A xq = kl_load(s_q[i * r.m_s0[1]]);
+    const A sq = diag_param_std<M>(xq, r.diag_param);
+    const A inv = A(1) / sq;
+    const S* li = m_p + i * s0;
+    auto sq_of = [&](int j) { const A y = kl_load(li[j * s1]) * inv; return y * y; };
+    auto sq_of_unit = [&](int j) { const A y = kl_load(li[j]) * inv; return y * y; };
+    const A off = s1 == 1 ? lane_sum<L, A>(i, sq_of_unit) : lane_sum<L, A>(i, sq_of);
+    // NaN for a non-finite entry: off is NaN, or inf (then look closer: a
+    // finite but huge entry is a valid +inf, not NaN).
+    if (!(off < kl_max<A>())) {
+      for (int j = 0; j < i; ++j) { const A x = kl_load(li[j * s1]); bad += x - x; }
+    }
+    const A mp = kl_load(mu_p[i * r.mu_cs[0]]), mq = kl_load(mu_q[i * r.mu_cs[1]]);
+    bad += (mp - mp) + (mq - mq) + (xq - xq);
+    f(i, off, kl_load(li[i * s1]), sq, (mq - mp) * inv);
+  }
+  return bad;
+}
+
+// The diagonal terms (a log and an expm1 each) go through a second,
+// vectorisable loop over the D values kept in the workspace.
+template <typename M, typename S, int DC, typename A>
+GKL_INLINE A tril_diag_forward(const FullRows& r, int64_t row, const FullWork<A>& w) {
+  constexpr int L = sizeof(A) == 4 ? 8 : 4;
+  A off_sum = A(0);
+  const A bad = tril_diag_rows<M, S, DC, A>(r, row, [&](int i, A off, A lpii, A sq, A b) {
+    off_sum += off;
+    w.mp[i] = lpii;
+    w.b[i] = sq;
+    w.y[i] = b;
+  });
+  const A diag = lane_sum<L, A>(event_size<DC>(r), [&](int i) {
+    return diag_term2<DiagParam::Std, true, M>(A(0), w.mp[i], A(0), w.b[i]) + w.y[i] * w.y[i];
+  });
+  return A(0.5) * (off_sum + diag + bad);
+}
+
+// Gradients of g * KL (formulas of full_row_backward with Lq = diag(sq)):
+//   dLp_ij = Lp_ij / vq_i (j < i),  dLp_ii = E_ii / sq_i + E_ii / Lp_ii,
+//   dsq_i = -S_ii / sq_i,  S_ii = sum_{j<i} A_ij^2 + E_ii (2 + E_ii) + b_i^2,
+//   dmu_q = -dmu_p = b / sq,  with E_ii = (Lp_ii - sq_i) / sq_i.
+template <typename M, typename S, int DC, typename A>
+GKL_INLINE void tril_diag_backward(const FullRows& r, int64_t row, A g, const FullGradOut& o) {
+  const int D = event_size<DC>(r);
+  S* gmp = o.grad[0] ? static_cast<S*>(o.grad[0]) + row * D : nullptr;
+  S* gp = o.grad[1] ? static_cast<S*>(o.grad[1]) + row * D * D : nullptr;
+  S* gmq = o.grad[2] ? static_cast<S*>(o.grad[2]) + row * D : nullptr;
+  S* gq = o.grad[3] ? static_cast<S*>(o.grad[3]) + row * D : nullptr;
+  const S* m_p = static_cast<const S*>(r.m_p) + row * r.m_rs[0];
+  const int64_t s0 = r.m_s0[0], s1 = r.m_s1[0];
+  tril_diag_rows<M, S, DC, A>(r, row, [&](int i, A off, A lpii, A sq, A b) {
+    const A inv = A(1) / sq;
+    const A eii = (lpii - sq) * inv;
+    if (gp) {
+      const S* li = m_p + i * s0;
+      S* go = gp + i * D;
+      const A c = g * inv * inv;
+      if (s1 == 1) {
+        for (int j = 0; j < i; ++j) go[j] = kl_store<S>(c * kl_load(li[j]));
+      } else {
+        for (int j = 0; j < i; ++j) go[j] = kl_store<S>(c * kl_load(li[j * s1]));
+      }
+      go[i] = kl_store<S>(g * (eii * inv + eii / lpii));
+      for (int j = i + 1; j < D; ++j) go[j] = kl_store<S>(A(0));
+    }
+    const A y = b * inv;
+    if (gmp) gmp[i] = kl_store<S>(-g * y);
+    if (gmq) gmq[i] = kl_store<S>(g * y);
+    if (gq) {
+      const A sii = off + eii * (A(2) + eii) + b * b;
+      gq[i] = kl_store<S>(diag_std_chain(-g * sii * inv, sq, r.diag_param));
+    }
+  });
+}
+
 // KL of one row.
 template <FullParam PP, FullParam PQ, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE A full_row_forward(const FullRows& r, int64_t row, const FullWork<A>& w) {
+  if constexpr (PP == FullParam::ScaleTril && PQ == FullParam::Diag && HasQ) {
+    return tril_diag_forward<M, S, DC, A>(r, row, w);
+  }
   const A bad = full_prepare<PP, PQ, HasQ, M, S, DC>(r, row, w);
   const int D = event_size<DC>(r);
   return A(0.5) * (full_kl2<M>(w.Lp, w.Lq, w.E, w.b, D, HasQ) + bad);
@@ -188,6 +299,10 @@ GKL_INLINE void full_s(const A* E, const A* b, int D, A* S) {
 template <FullParam PP, FullParam PQ, bool HasQ, typename M, typename S, int DC = 0, typename A>
 GKL_INLINE void full_row_backward(
     const FullRows& r, int64_t row, A g, const FullWork<A>& w, const FullGradOut& o) {
+  if constexpr (PP == FullParam::ScaleTril && PQ == FullParam::Diag && HasQ) {
+    tril_diag_backward<M, S, DC, A>(r, row, g, o);
+    return;
+  }
   constexpr bool kQDiag = PQ == FullParam::Diag;
   const int D = event_size<DC>(r);
   full_prepare<PP, PQ, HasQ, M, S, DC>(r, row, w);
