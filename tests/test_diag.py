@@ -257,13 +257,20 @@ s_p, s_q = torch.rand(3000, 37, generator=g) + 0.5, torch.rand(37, generator=g) 
 ins = [t.requires_grad_() for t in (mu_p, s_p, mu_q, s_q)]
 out = gkl.kl_diag(*ins, param="std")
 (out * torch.linspace(-1, 1, 3000)).sum().backward()
-torch.save([out.detach()] + [t.grad for t in ins], sys.argv[2])
+A = torch.randn(400, 12, 12, generator=g)
+L = torch.linalg.cholesky(A @ A.mT / 12 + torch.eye(12)).requires_grad_()
+m = torch.randn(400, 12, generator=g).requires_grad_()
+full = gkl.kl_full(m, L, m.detach().flip(0), L.detach().flip(0), param="scale_tril")
+mixed = gkl.kl_mixed(m, L, m.detach().flip(0), s_p[:400, :12].detach(), p_param="scale_tril", q_param="std")
+(full.sum() + mixed.sum()).backward()
+torch.save([out.detach()] + [t.grad for t in ins] + [full.detach(), mixed.detach(), L.grad, m.grad],
+           sys.argv[2])
 """
 
 
 def test_deterministic_and_thread_count_independent(tmp_path):
-    """Bitwise-identical forward and backward with 1 and 2 threads and run to
-    run. Each thread count runs in its own process: toggling
+    """Bitwise-identical forward and backward (diag, full, mixed) with 1 and 2
+    threads and run to run. Each thread count runs in its own process: toggling
     torch.set_num_threads inside one process trips an MKL bug in torch's own
     linalg (later torch.linalg.inv calls hang), which would take other tests
     down with it."""
