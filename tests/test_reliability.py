@@ -140,3 +140,37 @@ def test_ddp_gloo_two_processes_match_single_process(tmp_path):
     assert all(p.wait(timeout=180) == 0 for p in procs)
     for a, b in zip(torch.load(single), torch.load(multi)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _op_bytes(fn, op):
+    """Bytes allocated through torch's CPU allocator inside `op` (including
+    the tensors it returns), from the profiler's memory accounting."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return sum(e.cpu_memory_usage for e in prof.key_averages() if e.key == op)
+
+
+def test_no_bxdxd_temporaries():
+    """The forward of scale_tril inputs (and of the mixed full-diag pair)
+    allocates its [B] output only, never a B x D x D temporary; the backward
+    allocates the gradients it returns and nothing of that size besides
+    (the row workspaces are per thread, O(D^2))."""
+    B, D = 256, 32
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(B, D, D, generator=g)
+    L = torch.linalg.cholesky(A @ A.mT / D + torch.eye(D))
+    Lq = L.flip(0).contiguous()
+    mu, mq = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+    v = torch.rand(B, D, generator=g) + 0.5
+    bxdxd = B * D * D * 4
+    fwd = _op_bytes(lambda: gkl.kl_full(mu, L, mq, Lq, param="scale_tril"), "gaussian_kl::kl_full")
+    assert 0 < fwd <= 4 * B
+    fwd_m = _op_bytes(lambda: gkl.kl_mixed(mu, L, mq, v, p_param="scale_tril", q_param="var"),
+                      "gaussian_kl::kl_mixed")
+    assert 0 < fwd_m <= 4 * B
+    grad = torch.ones(B)
+    bwd = _op_bytes(lambda: torch.ops.gaussian_kl.kl_full_backward(
+        grad, mu, L, mq, Lq, "scale_tril", [False, True, False, True]), "gaussian_kl::kl_full_backward")
+    assert 2 * bxdxd <= bwd <= 2 * bxdxd + (64 << 10)  # the two returned [B, D, D] gradients
