@@ -138,6 +138,17 @@ def measure_matmul_gflops(device: str, dtype=torch.float32) -> float:
     return 2 * n ** 3 / ts[len(ts) // 2] / 1e9
 
 
+def cpu_alloc_bytes(fn: Callable[[], None]) -> float:
+    """Bytes allocated through torch's CPU allocator during one call of fn
+    (the sum of all allocations, freed or not: what the call asks the
+    allocator for), from the profiler's memory accounting."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return float(sum(max(e.self_cpu_memory_usage, 0) for e in prof.events()))
+
+
 def percentile(xs: List[float], q: float) -> float:
     xs = sorted(xs)
     k = (len(xs) - 1) * q
@@ -349,6 +360,8 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
             c()
             torch.cuda.synchronize()
             peak[name] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        else:
+            peak[name] = cpu_alloc_bytes(c) / 2 ** 20
         t = timer(c, 1)
         inner[name] = max(1, min(200, int(0.02 / max(t, 1e-7))))
     samples: Dict[str, List[float]] = {n: [] for n in calls}
@@ -378,7 +391,9 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
             gbps=nbytes / med[name] / 1e9, copy_gbps=copy_bw,
             pct_of_copy_bw=100 * nbytes / med[name] / 1e9 / copy_bw,
             gflops=flops / med[name] / 1e9, matmul_gflops=matmul if kind == "full" else None,
-            peak_mem_mb=peak.get(name),  # CUDA only (max_memory_allocated over one call)
+            # CUDA: max_memory_allocated over one call; CPU: bytes allocated
+            # through torch's allocator during one call (profiler accounting).
+            peak_mem_mb=peak.get(name),
             gkl_speedup=med[name] / med["gkl"], device=device_name(device),
             torch=torch.__version__, git_sha=sha,
         )
@@ -397,13 +412,14 @@ def fits(kind: str, B: int, D: int, dtype, device: str) -> bool:
 
 
 def print_table(rows: List[dict], file=sys.stdout) -> None:
-    hdr = f"{'op':9} {'mode':8} {'B':>8} {'D':>5} {'dtype':8} {'provider':30} {'median ms':>10} {'p20':>9} {'p80':>9} {'GB/s':>7} {'gkl x':>7}"
+    hdr = f"{'op':9} {'mode':8} {'B':>8} {'D':>5} {'dtype':8} {'provider':30} {'median ms':>10} {'p20':>9} {'p80':>9} {'GB/s':>7} {'mem MiB':>8} {'gkl x':>7}"
     print(hdr, file=file)
     print("-" * len(hdr), file=file)
     for r in rows:
         print(
             f"{r['op']:9} {r['mode']:8} {r['B']:>8} {r['D']:>5} {r['dtype']:8} {r['provider']:30} "
             f"{r['median_ms']:>10.3f} {r['p20_ms']:>9.3f} {r['p80_ms']:>9.3f} {r['gbps']:>7.1f} "
+            f"{(r['peak_mem_mb'] if r['peak_mem_mb'] is not None else float('nan')):>8.1f} "
             f"{r['gkl_speedup']:>7.2f}",
             file=file,
         )

@@ -114,9 +114,11 @@ else:
     ddp = DDP(enc)
     shard = x.chunk(world)[rank]
     loss_of(ddp, shard).backward()   # DDP averages gradients over ranks
-    dist.destroy_process_group()
 if rank == 0:
     torch.save([p.grad for p in enc.parameters()], out)
+if world > 1:
+    dist.barrier()  # every rank done before the group goes (gloo aborts on an early exit)
+    dist.destroy_process_group()
 """
 
 
@@ -135,9 +137,12 @@ def test_ddp_gloo_two_processes_match_single_process(tmp_path):
     single, multi = tmp_path / "single.pt", tmp_path / "multi.pt"
     subprocess.run([sys.executable, "-c", _DDP_SCRIPT, "0", "1", str(single)], check=True, env=env,
                    timeout=120)
-    procs = [subprocess.Popen([sys.executable, "-c", _DDP_SCRIPT, str(r), "2", str(multi)], env=env)
+    procs = [subprocess.Popen([sys.executable, "-c", _DDP_SCRIPT, str(r), "2", str(multi)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for r in range(2)]
-    assert all(p.wait(timeout=180) == 0 for p in procs)
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    for r, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"rank {r} exited with {p.returncode}:\n{out[-3000:]}"
     for a, b in zip(torch.load(single), torch.load(multi)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
