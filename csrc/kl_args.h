@@ -58,10 +58,18 @@ struct FullRows {
   bool has_q() const { return mu_q != nullptr; }
 };
 
-// Outputs of the full backward, contiguous, null when not needed:
-// mu_p [N, D], m_p [N, D, D], mu_q [N, D], m_q [N, D, D].
+// Outputs of the full backward, null when not needed: mu_p [N, D], m_p
+// [N, D, D], mu_q [N, D], m_q [N, D, D] (or [N, D] for a diagonal side).
+// A matrix gradient is row-major per matrix, or column-major where
+// col_major[k] (the layout of its input, e.g. torch.linalg.cholesky's
+// output: autograd would otherwise copy it into that layout).
 struct FullGradOut {
   void* grad[4] = {nullptr, nullptr, nullptr, nullptr};
+  bool col_major[4] = {false, false, false, false};
+  // Offset of element (i, j) of output k's D x D matrix.
+  GKL_INLINE int64_t at(int k, int i, int j, int D) const {
+    return col_major[k] ? static_cast<int64_t>(j) * D + i : static_cast<int64_t>(i) * D + j;
+  }
 };
 
 enum class ScalarKind : int { Float = 0, Double = 1, Half = 2, BFloat16 = 3 };

@@ -193,7 +193,30 @@ std::vector<at::Tensor> alloc_full_grads(
       vshape, prob.kind[1] == FullParam::Diag ? vshape : mshape};
   const bool has_q = prob.mu[1].defined();
   const bool present[4] = {true, true, has_q, has_q};
-  return alloc_grads(shapes, present, mask, like, out->grad);
+  std::vector<at::Tensor> grads = alloc_grads(shapes, present, mask, like, out->grad);
+  // A matrix input stored column-major per matrix (packed: strides D*D, 1, D,
+  // as torch.linalg.cholesky returns) gets its gradient in that layout, so
+  // that autograd does not copy it (the gradient layout contract).
+  const int64_t D = prob.rows.dim;
+  for (int k = 0; k < 2; ++k) {
+    const int o = 2 * k + 1;
+    const at::Tensor& m = prob.m[k];
+    if (!out->grad[o] || prob.kind[k] == FullParam::Diag || D < 2 || !m.defined()) continue;
+    if ((m.size(0) <= 1 || m.stride(0) == D * D) && m.stride(1) == 1 && m.stride(2) == D) {
+      std::vector<int64_t> st(mshape.size());
+      int64_t step = D * D;
+      st[st.size() - 2] = 1;
+      st[st.size() - 1] = D;
+      for (int64_t i = static_cast<int64_t>(st.size()) - 3; i >= 0; --i) {
+        st[i] = step;
+        step *= mshape[i];
+      }
+      grads[o] = at::empty_strided(mshape, st, like.options());
+      out->grad[o] = grads[o].data_ptr();
+      out->col_major[o] = true;
+    }
+  }
+  return grads;
 }
 
 }  // namespace gaussian_kl

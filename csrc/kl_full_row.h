@@ -238,15 +238,20 @@ GKL_INLINE void tril_diag_backward(const FullRows& r, int64_t row, A g, const Fu
     const A eii = (lpii - sq) * inv;
     if (gp) {
       const S* li = m_p + i * s0;
-      S* go = gp + i * D;
       const A c = g * inv * inv;
-      if (s1 == 1) {
-        for (int j = 0; j < i; ++j) go[j] = kl_store<S>(c * kl_load(li[j]));
+      if (!o.col_major[1]) {
+        S* go = gp + i * D;
+        if (s1 == 1) {
+          for (int j = 0; j < i; ++j) go[j] = kl_store<S>(c * kl_load(li[j]));
+        } else {
+          for (int j = 0; j < i; ++j) go[j] = kl_store<S>(c * kl_load(li[j * s1]));
+        }
+        for (int j = i + 1; j < D; ++j) go[j] = kl_store<S>(A(0));
       } else {
-        for (int j = 0; j < i; ++j) go[j] = kl_store<S>(c * kl_load(li[j * s1]));
+        for (int j = 0; j < i; ++j) gp[o.at(1, i, j, D)] = kl_store<S>(c * kl_load(li[j * s1]));
+        for (int j = i + 1; j < D; ++j) gp[o.at(1, i, j, D)] = kl_store<S>(A(0));
       }
-      go[i] = kl_store<S>(g * (eii * inv + eii / lpii));
-      for (int j = i + 1; j < D; ++j) go[j] = kl_store<S>(A(0));
+      gp[o.at(1, i, i, D)] = kl_store<S>(g * (eii * inv + eii / lpii));
     }
     const A y = b * inv;
     if (gmp) gmp[i] = kl_store<S>(-g * y);
@@ -342,7 +347,7 @@ GKL_INLINE void full_row_backward(
       if (PP == FullParam::Diag) {
         gp[i] = kl_store<S>(diag_std_chain(g * w.T[i * D + i], w.Lp[i * D + i], r.diag_param));
       } else {
-        for (int j = 0; j < D; ++j) gp[i * D + j] = kl_store<S>(j <= i ? g * w.T[i * D + j] : A(0));
+        for (int j = 0; j < D; ++j) gp[o.at(1, i, j, D)] = kl_store<S>(j <= i ? g * w.T[i * D + j] : A(0));
       }
     }
   }
@@ -362,7 +367,7 @@ GKL_INLINE void full_row_backward(
       full_s<false>(w.E, w.b, D, w.S);
       tril_solve_lt(w.Lq, w.S, w.S, D);
       for (int i = 0; i < D; ++i) {
-        for (int j = 0; j < D; ++j) gq[i * D + j] = kl_store<S>(j <= i ? -g * w.S[i * D + j] : A(0));
+        for (int j = 0; j < D; ++j) gq[o.at(3, i, j, D)] = kl_store<S>(j <= i ? -g * w.S[i * D + j] : A(0));
       }
     } else {  // Cov: Lq <- Lq^-1 in place, then -Lq^-T S Lq^-1 / 2 (into T via E's storage)
       full_s<true>(w.E, w.b, D, w.S);

@@ -126,6 +126,11 @@ def broadcast_sides(fn: str, sides, param_desc: str):
     if any(side[1].shape[-1] != D for side in sides):
         desc = ", ".join(f"{n} {tuple(t.shape)}" for n, t in named)
         raise ValueError(f"{fn}: event sizes disagree: {desc}")
+    # Common case first: one batch shape and one dtype already (no views to make).
+    batch0 = sides[0][1].shape[:-1]
+    if all(mu.shape[:-1] == batch0 and (m.shape[:-1] if diag else m.shape[:-2]) == batch0
+           and mu.dtype == dtype and m.dtype == dtype for _mn, mu, _n, m, diag in sides):
+        return dtype, [(mu, m) for _mn, mu, _n, m, _diag in sides]
     # Broadcast the batch dims of all (the event dims stay as they are).
     batch_named = []
     for mn, mu, n, m, diag in sides:

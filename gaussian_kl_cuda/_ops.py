@@ -159,9 +159,45 @@ def _kl_full_fake(mu_p, m_p, mu_q, m_q, param, check):
     return mu_p.new_empty(mu_p.shape[:-1])
 
 
+def _col_major(m) -> bool:
+    """The native rule (kl_full.cpp, alloc_full_grads): a [*batch, D, D]
+    input stored column-major per matrix, batch packed, gets its gradient in
+    that layout."""
+    D = m.shape[-1]
+    if m.dim() < 2 or D < 2 or m.shape[-2] != D or m.stride(-2) != 1 or m.stride(-1) != D:
+        return False
+    step = D * D
+    for i in range(m.dim() - 3, -1, -1):
+        if m.shape[i] > 1 and m.stride(i) != step:
+            return False
+        step *= m.shape[i]
+    return True
+
+
+def _fake_full_grads(inputs, output_mask, matrix=(True, True)):
+    grads = list(_fake_grads(inputs, output_mask))
+    for k, is_matrix in zip((1, 3), matrix):
+        m = inputs[k]
+        if is_matrix and output_mask[k] and m is not None and _col_major(m):
+            grads[k] = torch.empty_strided(m.shape, _col_major_strides(m.shape), dtype=inputs[0].dtype,
+                                           device=inputs[0].device)
+    return tuple(grads)
+
+
+def _col_major_strides(shape):
+    D = shape[-1]
+    st = [0] * len(shape)
+    st[-2], st[-1] = 1, D
+    step = D * D
+    for i in range(len(shape) - 3, -1, -1):
+        st[i] = step
+        step *= shape[i]
+    return tuple(st)
+
+
 @torch.library.register_fake("gaussian_kl::kl_full_backward")
 def _kl_full_backward_fake(grad, mu_p, m_p, mu_q, m_q, param, output_mask):
-    return _fake_grads((mu_p, m_p, mu_q, m_q), output_mask)
+    return _fake_full_grads((mu_p, m_p, mu_q, m_q), output_mask)
 
 
 torch.library.register_autograd(
@@ -201,7 +237,8 @@ def _kl_mixed_fake(mu_p, m_p, mu_q, m_q, p_param, q_param, check):
 
 @torch.library.register_fake("gaussian_kl::kl_mixed_backward")
 def _kl_mixed_backward_fake(grad, mu_p, m_p, mu_q, m_q, p_param, q_param, output_mask):
-    return _fake_grads((mu_p, m_p, mu_q, m_q), output_mask)
+    matrix = tuple(p in ("scale_tril", "cov") for p in (p_param, q_param))
+    return _fake_full_grads((mu_p, m_p, mu_q, m_q), output_mask, matrix)
 
 
 torch.library.register_autograd(

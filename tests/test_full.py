@@ -321,3 +321,31 @@ def test_shape_errors(gen):
         gkl.kl_full(mu, torch.ones(4, 3, 3, dtype=torch.long), param="cov")
     with pytest.raises(ValueError, match="is on meta"):
         gkl.kl_full(mu, L.to("meta"), param="scale_tril")
+
+
+@pytest.mark.parametrize("D", [4, 5, 16])
+@pytest.mark.parametrize("op", ["full", "mixed"])
+def test_gradient_keeps_column_major_layout(D, op, gen):
+    """torch.linalg.cholesky returns column-major matrices: the native
+    backward writes the gradient in that layout (no copy by autograd), with
+    the same values as for a row-major input."""
+    B = 7
+    L = torch.linalg.cholesky(rand_spd((B,), D, gen))
+    assert L.stride()[-2:] == (1, D)
+    mu = torch.randn(B, D, generator=gen, dtype=torch.float64)
+    v = torch.rand(B, D, generator=gen, dtype=torch.float64) + 0.5
+    g = torch.rand(B, generator=gen, dtype=torch.float64)
+    if op == "full":
+        Lq = torch.linalg.cholesky(rand_spd((B,), D, gen))
+        call = lambda Lp, Lq_: torch.ops.gaussian_kl.kl_full_backward(
+            g, mu, Lp, mu.flip(0), Lq_, "scale_tril", [True, True, True, True])
+        col, row = call(L, Lq), call(L.contiguous(), Lq.contiguous())
+        assert col[3].stride() == Lq.stride()
+        torch.testing.assert_close(col[3], row[3], rtol=0, atol=0)
+    else:
+        call = lambda Lp: torch.ops.gaussian_kl.kl_mixed_backward(
+            g, mu, Lp, mu.flip(0), v, "scale_tril", "var", [True, True, True, True])
+        col, row = call(L), call(L.contiguous())
+    assert col[1].stride() == L.stride() and row[1].is_contiguous()
+    for a, b in zip(col, row):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

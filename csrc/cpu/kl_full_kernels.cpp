@@ -9,6 +9,7 @@
 
 #include "../kl_full_row.h"
 #include "kl_diag_rows.h"  // GKL_CPU_CLONES
+#include "kl_full_batch.h"
 #include "kl_full_kernels.h"
 
 namespace gaussian_kl {
@@ -59,6 +60,18 @@ void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut
   }
 }
 
+// scale_tril with a small compile-time D: W rows per vector (kl_full_batch.h).
+template <typename S, bool HasQ, int DC>
+GKL_CPU_CLONES void forward_chunk_batch(const FullRows& r, S* o, int64_t begin, int64_t end) {
+  batch_forward<S, HasQ, DC>(r, o, begin, end);
+}
+
+template <typename S, bool HasQ, int DC>
+GKL_CPU_CLONES void backward_chunk_batch(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
+                                         int64_t begin, int64_t end) {
+  batch_backward<S, HasQ, DC>(r, g, gs, o, begin, end);
+}
+
 template <typename S, FullParam PP, FullParam PQ, bool HasQ>
 GKL_CPU_CLONES void forward_chunk_any_d(const FullRows& r, S* o, int64_t begin, int64_t end) {
   forward_chunk<S, PP, PQ, HasQ, 0>(r, o, begin, end);
@@ -100,6 +113,8 @@ void kl_full_forward_rows(
     dispatch_dim<S, kPP == kPQ>(r.dim, [&](auto DC) {
       if constexpr (decltype(DC)::value == 0) {
         forward_chunk_any_d<S, kPP, kPQ, kHQ>(r, o, begin, end);
+      } else if constexpr (kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril) {
+        forward_chunk_batch<S, kHQ, decltype(DC)::value>(r, o, begin, end);
       } else {
         forward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, o, begin, end);
       }
@@ -125,6 +140,8 @@ void kl_full_backward_rows(
     dispatch_dim<S, kPP == kPQ>(r.dim, [&](auto DC) {
       if constexpr (decltype(DC)::value == 0) {
         backward_chunk_any_d<S, kPP, kPQ, kHQ>(r, g, grad_stride, o, begin, end);
+      } else if constexpr (kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril) {
+        backward_chunk_batch<S, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
       } else {
         backward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
       }
