@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include "../kl_args.h"
 #include "../kl_math.h"
@@ -22,10 +23,14 @@
 namespace gaussian_kl {
 namespace cpu {
 
+// Workspace of one block: ~3 D^2 W accumulators (48 KB at D = 16, 768 KB at
+// D = 64 in float), allocated once per chunk on the heap, not the stack.
 template <typename A, int D>
 struct BatchWork {
   static constexpr int W = lanes<A>();
   A Lp[D][D][W], Lq[D][D][W], E[D][D][W], b[D][W], bad[W];
+  A T[D][D][W];  // backward: dLp, then dLq
+  A y[D][W], gr[W];
 };
 
 // Loads rows row0 + k (k < n; lanes k >= n repeat row0) of side `side`
@@ -109,7 +114,8 @@ template <typename S, bool HasQ, int D>
 GKL_ALWAYS_INLINE void batch_forward(const FullRows& r, S* out, int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
   constexpr int W = BatchWork<A, D>::W;
-  BatchWork<A, D> w;
+  const std::unique_ptr<BatchWork<A, D>> wp(new BatchWork<A, D>);
+  BatchWork<A, D>& w = *wp;
   for (int64_t row0 = begin; row0 < end; row0 += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, end - row0));
     batch_prepare<S, HasQ, D>(r, row0, n, w);
@@ -158,9 +164,11 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
                                       int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
   constexpr int W = BatchWork<A, D>::W;
-  BatchWork<A, D> w;
-  A T[D][D][W];  // dLp, then dLq
-  A y[D][W], gr[W];
+  const std::unique_ptr<BatchWork<A, D>> wp(new BatchWork<A, D>);
+  BatchWork<A, D>& w = *wp;
+  auto& T = w.T;
+  auto& y = w.y;
+  auto& gr = w.gr;
   S* gmp = static_cast<S*>(o.grad[0]);
   S* gp = static_cast<S*>(o.grad[1]);
   S* gmq = static_cast<S*>(o.grad[2]);

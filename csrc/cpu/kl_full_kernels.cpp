@@ -84,8 +84,9 @@ GKL_CPU_CLONES void backward_chunk_any_d(const FullRows& r, const S* g, int64_t 
 }
 
 // Calls f(std::integral_constant<int, DC>) with DC = D for the specialised
-// small sizes (float and double kl_full only), 0 otherwise.
-template <typename S, bool Specialise, typename F>
+// sizes (float and double kl_full only; 32 and 64 only for the scale_tril
+// batch kernels, Batch), 0 otherwise.
+template <typename S, bool Specialise, bool Batch, typename F>
 void dispatch_dim(int64_t D, const F& f) {
   if constexpr (Specialise && (std::is_same<S, float>::value || std::is_same<S, double>::value)) {
     switch (D) {
@@ -95,6 +96,10 @@ void dispatch_dim(int64_t D, const F& f) {
       case 8: return f(std::integral_constant<int, 8>{});
       case 16: return f(std::integral_constant<int, 16>{});
       default: break;
+    }
+    if constexpr (Batch) {
+      if (D == 32) return f(std::integral_constant<int, 32>{});
+      if (D == 64) return f(std::integral_constant<int, 64>{});
     }
   }
   f(std::integral_constant<int, 0>{});
@@ -110,10 +115,11 @@ void kl_full_forward_rows(
     constexpr FullParam kPP = decltype(PP)::value, kPQ = decltype(PQ)::value;
     constexpr bool kHQ = decltype(HQ)::value;
     S* o = static_cast<S*>(out);
-    dispatch_dim<S, kPP == kPQ>(r.dim, [&](auto DC) {
+    constexpr bool kBatch = kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril;
+    dispatch_dim<S, kPP == kPQ, kBatch>(r.dim, [&](auto DC) {
       if constexpr (decltype(DC)::value == 0) {
         forward_chunk_any_d<S, kPP, kPQ, kHQ>(r, o, begin, end);
-      } else if constexpr (kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril) {
+      } else if constexpr (kBatch) {
         forward_chunk_batch<S, kHQ, decltype(DC)::value>(r, o, begin, end);
       } else {
         forward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, o, begin, end);
@@ -137,10 +143,11 @@ void kl_full_backward_rows(
     constexpr FullParam kPP = decltype(PP)::value, kPQ = decltype(PQ)::value;
     constexpr bool kHQ = decltype(HQ)::value;
     const S* g = static_cast<const S*>(grad);
-    dispatch_dim<S, kPP == kPQ>(r.dim, [&](auto DC) {
+    constexpr bool kBatch = kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril;
+    dispatch_dim<S, kPP == kPQ, kBatch>(r.dim, [&](auto DC) {
       if constexpr (decltype(DC)::value == 0) {
         backward_chunk_any_d<S, kPP, kPQ, kHQ>(r, g, grad_stride, o, begin, end);
-      } else if constexpr (kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril) {
+      } else if constexpr (kBatch) {
         backward_chunk_batch<S, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
       } else {
         backward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
