@@ -205,13 +205,18 @@ def test_containers_check_and_describe(gen):
         gkl.DiagGaussian(mu, torch.ones(3))  # the param is keyword-only
 
 
-def test_torch_distributions_as_inputs_and_normal_error(gen):
-    B, D = 4, 3
+def td_pair(gen, B=4, D=3):
+    """(loc, std, Independent(Normal, 1), MultivariateNormal) in float64."""
     loc = torch.randn(B, D, generator=gen, dtype=torch.float64)
     std = torch.rand(B, D, generator=gen, dtype=torch.float64) + 0.5
-    S = rand_spd((B,), D, gen)
     ind = td.Independent(td.Normal(loc, std), 1)
-    mvn = td.MultivariateNormal(loc.flip(0), covariance_matrix=S)
+    mvn = td.MultivariateNormal(loc.flip(0), covariance_matrix=rand_spd((B,), D, gen))
+    return loc, std, ind, mvn
+
+
+def test_torch_distributions_as_inputs_and_normal_error(gen):
+    B, D = 4, 3
+    loc, std, ind, mvn = td_pair(gen, B, D)
     for p, q in [(ind, mvn), (mvn, ind), (mvn, mvn.expand((B,))), (ind, None), (mvn, None)]:
         ours = gkl.kl(p, q)
         qq = q if q is not None else td.MultivariateNormal(torch.zeros(D, dtype=torch.float64),
@@ -376,12 +381,8 @@ def test_full_double_backward_raises(gen):
 
 # ---------------------------------------------------- register_with_torch
 def test_register_with_torch_round_trip(gen):
-    B, D = 4, 3
-    loc = torch.randn(B, D, generator=gen, dtype=torch.float64)
-    std = torch.rand(B, D, generator=gen, dtype=torch.float64) + 0.5
-    S = rand_spd((B,), D, gen)
-    ind = td.Independent(td.Normal(loc, std), 1)
-    mvn = td.MultivariateNormal(loc.flip(0), covariance_matrix=S)
+    B = 4
+    loc, std, ind, mvn = td_pair(gen, B)
     before = {k: v for k, v in td.kl._KL_REGISTRY.items()}
     expected_mvn = td.kl_divergence(mvn, mvn.expand((B,)))
     with pytest.raises(NotImplementedError):
