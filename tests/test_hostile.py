@@ -205,3 +205,31 @@ def test_scale_tril_junk_above_diagonal_is_ignored(junk):
     Jr = J.clone().requires_grad_()
     gkl.kl_full(mu, Jr, mq, Jq, param="scale_tril").sum().backward()
     assert (Jr.grad.triu(1) == 0).all() and torch.isfinite(Jr.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("D", [4, 5])  # the CPU batch kernels and the per-row path
+def test_extreme_scales_full_and_mixed(dtype, D):
+    """Diagonal covariances from 1e-30 to 1e30 through kl_full (scale_tril and
+    cov) and both mixed directions: correct where representable, never NaN."""
+    big = torch.finfo(dtype).max
+    for vp in SCALES:
+        for vq in SCALES:
+            mu, mq = torch.full((2, D), 0.5, dtype=dtype), torch.zeros(2, D, dtype=dtype)
+            Lp = torch.eye(D, dtype=dtype).expand(2, D, D) * math.sqrt(vp)
+            Lq = torch.eye(D, dtype=dtype).expand(2, D, D) * math.sqrt(vq)
+            vp_, vq_ = torch.full((2, D), vp, dtype=dtype), torch.full((2, D), vq, dtype=dtype)
+            exact = D * scalar_kl(vp, vq)
+            outs = [
+                gkl.kl_full(mu, Lp, mq, Lq, param="scale_tril", check=False),
+                gkl.kl_full(mu, Lp @ Lp, mq, Lq @ Lq, param="cov", check=False),
+                gkl.kl_mixed(mu, Lp, mq, vq_, p_param="scale_tril", q_param="var", check=False),
+                gkl.kl_mixed(mu, vp_, mq, Lq, p_param="var", q_param="scale_tril", check=False),
+            ]
+            for out in outs:
+                got = out[0].item()
+                assert not math.isnan(got), (vp, vq)
+                if exact < big / 2:
+                    assert got == pytest.approx(exact, rel=1e-4), (vp, vq)
+                else:
+                    assert got == INF or got == pytest.approx(exact, rel=1e-4), (vp, vq)
