@@ -55,6 +55,55 @@ def self_check(device: str) -> bool:
     return ok
 
 
+def _side(kind, loc, S, var):
+    """A gkl container of kind (a full param or a diagonal param)."""
+    if kind == "scale_tril":
+        return gkl.FullGaussian(loc, scale_tril=torch.linalg.cholesky(S))
+    if kind == "cov":
+        return gkl.FullGaussian(loc, cov=S)
+    s = {"std": var.sqrt(), "var": var, "logvar": var.log(), "logstd": 0.5 * var.log()}[kind]
+    return gkl.DiagGaussian(loc, **{kind: s})
+
+
+def self_check_pairs(device: str) -> bool:
+    """gkl.kl for full-full and both mixed directions against
+    td.MultivariateNormal (diagonals densified), value and mean gradient."""
+    gen = torch.Generator().manual_seed(1)
+    ok = True
+    B, D = 33, 7
+    for pk, qk in (("scale_tril", "scale_tril"), ("cov", "cov"), ("scale_tril", "var"),
+                   ("cov", "logvar"), ("logvar", "scale_tril"), ("std", "cov")):
+        dense = []
+        sides = []
+        for kind in (pk, qk):
+            loc = torch.randn(B, D, generator=gen, dtype=torch.float64)
+            var = torch.rand(B, D, generator=gen, dtype=torch.float64) + 0.5
+            A = torch.randn(B, D, D, generator=gen, dtype=torch.float64)
+            S = A @ A.mT / D + 0.5 * torch.eye(D, dtype=torch.float64)
+            S = S if kind in gkl.FULL_PARAMS else torch.diag_embed(var)
+            dense.append((loc, S))
+            sides.append((kind, loc, S, var))
+        ref_mu = dense[0][0].clone().requires_grad_()
+        ref = td.kl_divergence(td.MultivariateNormal(ref_mu, dense[0][1]),
+                               td.MultivariateNormal(*dense[1]))
+        ref.sum().backward()
+        worst = 0.0
+        for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-3)):
+            conv = [(k, loc.to(device, dtype), S.to(device, dtype), v.to(device, dtype))
+                    for k, loc, S, v in sides]
+            mu = conv[0][1].clone().requires_grad_()
+            out = gkl.kl(_side(conv[0][0], mu, *conv[0][2:]), _side(*conv[1]))
+            out.sum().backward()
+            with torch.no_grad():
+                err = ((out.double().cpu() - ref).abs() / ref.abs().clamp_min(1)).max()
+                gerr = (mu.grad.double().cpu() - ref_mu.grad).abs().max()
+            worst = max(worst, float(err) / tol, float(gerr) / tol)
+        status = "ok" if worst <= 1 else "FAIL"
+        ok &= worst <= 1
+        print(f"  {device:5} kl p={pk:10} q={qk:10}  value+grad vs torch.distributions: {status}")
+    return ok
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="smaller speed table")
@@ -67,7 +116,7 @@ def main(argv=None) -> int:
           f"; CUDA device: {info['device'] if info['cuda_available'] else 'none'}")
     devices = ["cpu"] + (["cuda"] if info["cuda_available"] and info["cuda_kernels"] else [])
     print("self-check:")
-    ok = all([self_check(d) for d in devices])
+    ok = all([self_check(d) and self_check_pairs(d) for d in devices])
 
     if not args.no_bench:
         from . import bench
