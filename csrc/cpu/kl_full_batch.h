@@ -1,9 +1,11 @@
 // Batch-SIMD rows of the full-covariance KL for small compile-time D
 // (scale_tril, both sides): W rows at a time (16 floats / 8 doubles, one per
-// vector lane) in structure-of-arrays workspaces, every loop innermost over
-// the W lanes, so each arithmetic step is one vector instruction for W rows
-// (a single row of D = 4 has too little parallelism for the vector units).
-// Same math as kl_full_row.h (E = Lq^-1 (Lp - Lq) form, non-negative sum).
+// vector lane). The element type of the workspaces is Lanes<A, W> (W values,
+// elementwise arithmetic), so the triangular solves of kl_math.h and
+// full_s of kl_full_row.h run unchanged on W rows at once, each step one
+// vector instruction (a single row of D = 4 has too little parallelism for
+// the vector units). Only the loads/stores (transposing rows into lanes) and
+// the per-lane diagonal terms are written here.
 //
 // Every row goes through the same lane code: a last partial block is padded
 // with copies of its first row and only the real rows are stored, so the
@@ -16,6 +18,7 @@
 #include <memory>
 
 #include "../kl_args.h"
+#include "../kl_full_row.h"  // full_s
 #include "../kl_math.h"
 #include "fast_math.h"
 #include "kl_diag_rows.h"  // lanes<>()
@@ -23,41 +26,68 @@
 namespace gaussian_kl {
 namespace cpu {
 
-// Workspace of one block: ~3 D^2 W accumulators (48 KB at D = 16, 768 KB at
-// D = 64 in float), allocated once per chunk on the heap, not the stack.
+// W values of A with elementwise arithmetic: the "scalar" of the batch
+// kernels. Each operator is one loop over W that gcc turns into one vector op.
+template <typename A, int W>
+struct Lanes {
+  A v[W];
+  Lanes() = default;
+  GKL_ALWAYS_INLINE explicit Lanes(A x) {
+    for (int k = 0; k < W; ++k) v[k] = x;
+  }
+#define GKL_LANES_OP(op)                                                     \
+  GKL_ALWAYS_INLINE Lanes& operator op##=(const Lanes& o) {                   \
+    for (int k = 0; k < W; ++k) v[k] op## = o.v[k];                           \
+    return *this;                                                            \
+  }                                                                          \
+  GKL_ALWAYS_INLINE friend Lanes operator op(Lanes a, const Lanes& b) {      \
+    a op## = b;                                                              \
+    return a;                                                                \
+  }
+  GKL_LANES_OP(+)
+  GKL_LANES_OP(-)
+  GKL_LANES_OP(*)
+  GKL_LANES_OP(/)
+#undef GKL_LANES_OP
+};
+
+// Workspace of one block, D x D row-major matrices of Lanes: ~4 D^2 W
+// accumulators (64 KB at D = 16, 1 MB at D = 64 in float), allocated once
+// per chunk on the heap, not the stack.
 template <typename A, int D>
 struct BatchWork {
   static constexpr int W = lanes<A>();
-  A Lp[D][D][W], Lq[D][D][W], E[D][D][W], b[D][W], bad[W];
-  A T[D][D][W];  // backward: dLp, then dLq
-  A y[D][W], gr[W];
+  using V = Lanes<A, W>;
+  V Lp[D * D], Lq[D * D], E[D * D], T[D * D];  // T: backward scratch (dLp, then S and dLq)
+  V b[D], y[D];
+  V bad, gr;
 };
 
 // Loads rows row0 + k (k < n; lanes k >= n repeat row0) of side `side`
 // (lower triangle) into L, adding x - x of every value to bad.
 template <typename S, typename A, int D, int W>
 GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0, int n,
-                                       A (&L)[D][D][W], A (&bad)[W]) {
+                                       Lanes<A, W>* L, Lanes<A, W>& bad) {
   const S* base = static_cast<const S*>(side == 0 ? r.m_p : r.m_q);
   const int64_t rs = r.m_rs[side], s0 = r.m_s0[side], s1 = r.m_s1[side];
   for (int k = 0; k < W; ++k) {
     const S* m = base + (row0 + (k < n ? k : 0)) * rs;
     for (int i = 0; i < D; ++i) {
-      for (int j = 0; j <= i; ++j) L[i][j][k] = static_cast<A>(m[i * s0 + j * s1]);
+      for (int j = 0; j <= i; ++j) L[i * D + j].v[k] = static_cast<A>(m[i * s0 + j * s1]);
     }
   }
   for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      for (int k = 0; k < W; ++k) bad[k] += L[i][j][k] - L[i][j][k];
-    }
+    for (int j = 0; j <= i; ++j) bad += L[i * D + j] - L[i * D + j];
   }
 }
 
-// Fills Lp, Lq (identity without q), E, b (and bad) for one block.
+// Fills Lp, Lq (identity without q), E = Lq^-1 (Lp - Lq), b = Lq^-1 delta
+// (and bad) for one block, with the solves of kl_math.h.
 template <typename S, bool HasQ, int D, typename A>
 GKL_ALWAYS_INLINE void batch_prepare(const FullRows& r, int64_t row0, int n, BatchWork<A, D>& w) {
+  using V = typename BatchWork<A, D>::V;
   constexpr int W = BatchWork<A, D>::W;
-  for (int k = 0; k < W; ++k) w.bad[k] = A(0);
+  w.bad = V(A(0));
   batch_load_tril<S, A, D, W>(r, 0, row0, n, w.Lp, w.bad);
   const S* mu_p = static_cast<const S*>(r.mu_p);
   const S* mu_q = static_cast<const S*>(r.mu_q);
@@ -66,99 +96,55 @@ GKL_ALWAYS_INLINE void batch_prepare(const FullRows& r, int64_t row0, int n, Bat
     for (int i = 0; i < D; ++i) {
       const A mp = static_cast<A>(mu_p[row * r.mu_rs[0] + i * r.mu_cs[0]]);
       const A mq = HasQ ? static_cast<A>(mu_q[row * r.mu_rs[1] + i * r.mu_cs[1]]) : A(0);
-      w.b[i][k] = mq - mp;  // delta
+      w.b[i].v[k] = mq - mp;  // delta
     }
   }
-  for (int i = 0; i < D; ++i) {
-    for (int k = 0; k < W; ++k) w.bad[k] += w.b[i][k] - w.b[i][k];
-  }
+  for (int i = 0; i < D; ++i) w.bad += w.b[i] - w.b[i];
   if (!HasQ) {
     for (int i = 0; i < D; ++i) {
       for (int j = 0; j <= i; ++j) {
-        for (int k = 0; k < W; ++k) {
-          w.Lq[i][j][k] = i == j ? A(1) : A(0);
-          w.E[i][j][k] = w.Lp[i][j][k] - (i == j ? A(1) : A(0));
-        }
+        w.Lq[i * D + j] = V(i == j ? A(1) : A(0));
+        w.E[i * D + j] = w.Lp[i * D + j] - w.Lq[i * D + j];
       }
     }
     return;
   }
   batch_load_tril<S, A, D, W>(r, 1, row0, n, w.Lq, w.bad);
-  // E = Lq^-1 (Lp - Lq), row by row (forward substitution).
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      for (int k = 0; k < W; ++k) w.E[i][j][k] = w.Lp[i][j][k] - w.Lq[i][j][k];
-    }
-    for (int m = 0; m < i; ++m) {
-      for (int j = 0; j <= m; ++j) {
-        for (int k = 0; k < W; ++k) w.E[i][j][k] -= w.Lq[i][m][k] * w.E[m][j][k];
-      }
-    }
-    A inv[W];
-    for (int k = 0; k < W; ++k) inv[k] = A(1) / w.Lq[i][i][k];
-    for (int j = 0; j <= i; ++j) {
-      for (int k = 0; k < W; ++k) w.E[i][j][k] *= inv[k];
-    }
-  }
-  // b = Lq^-1 delta.
-  for (int i = 0; i < D; ++i) {
-    for (int m = 0; m < i; ++m) {
-      for (int k = 0; k < W; ++k) w.b[i][k] -= w.Lq[i][m][k] * w.b[m][k];
-    }
-    for (int k = 0; k < W; ++k) w.b[i][k] /= w.Lq[i][i][k];
-  }
+  solve_e(w.Lp, w.Lq, w.E, D);
+  trsv_lower(w.Lq, w.b, D);
 }
 
-// out[row] = KL for rows [begin, end).
+// out[row] = KL for rows [begin, end): full_kl2's sum, the diagonal terms
+// (log, expm1) per lane with FastMath.
 template <typename S, bool HasQ, int D>
 GKL_ALWAYS_INLINE void batch_forward(const FullRows& r, S* out, int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
+  using V = typename BatchWork<A, D>::V;
   constexpr int W = BatchWork<A, D>::W;
   const std::unique_ptr<BatchWork<A, D>> wp(new BatchWork<A, D>);
   BatchWork<A, D>& w = *wp;
   for (int64_t row0 = begin; row0 < end; row0 += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, end - row0));
     batch_prepare<S, HasQ, D>(r, row0, n, w);
-    A off[W], dg[W], bb[W];
-    for (int k = 0; k < W; ++k) off[k] = dg[k] = bb[k] = A(0);
+    V off(A(0)), dg(A(0)), bb(A(0));
     for (int i = 0; i < D; ++i) {
-      for (int j = 0; j < i; ++j) {
-        for (int k = 0; k < W; ++k) off[k] += w.E[i][j][k] * w.E[i][j][k];
-      }
+      for (int j = 0; j < i; ++j) off += w.E[i * D + j] * w.E[i * D + j];
+      const V& lp = w.Lp[i * D + i];
+      const V& lq = w.Lq[i * D + i];
       for (int k = 0; k < W; ++k) {
-        dg[k] += HasQ ? diag_term2<DiagParam::Std, true, FastMath>(A(0), w.Lp[i][i][k], A(0), w.Lq[i][i][k])
-                      : diag_term2<DiagParam::Std, false, FastMath>(A(0), w.Lp[i][i][k], A(0), A(0));
-        bb[k] += w.b[i][k] * w.b[i][k];
+        dg.v[k] += HasQ ? diag_term2<DiagParam::Std, true, FastMath>(A(0), lp.v[k], A(0), lq.v[k])
+                        : diag_term2<DiagParam::Std, false, FastMath>(A(0), lp.v[k], A(0), A(0));
       }
+      bb += w.b[i] * w.b[i];
     }
-    A kl[W];
-    for (int k = 0; k < W; ++k) kl[k] = A(0.5) * (off[k] + dg[k] + bb[k] + w.bad[k]);
-    for (int k = 0; k < n; ++k) out[row0 + k] = static_cast<S>(kl[k]);
-  }
-}
-
-// X = tril(Lq^-T R) for lower-triangular R, lane-wise (may alias).
-template <typename A, int D, int W>
-GKL_ALWAYS_INLINE void batch_tril_solve_lt(const A (&Lq)[D][D][W], const A (&R)[D][D][W], A (&X)[D][D][W]) {
-  for (int i = D - 1; i >= 0; --i) {
-    for (int j = 0; j <= i; ++j) {
-      for (int k = 0; k < W; ++k) X[i][j][k] = R[i][j][k];
-    }
-    for (int m = i + 1; m < D; ++m) {
-      for (int j = 0; j <= i; ++j) {
-        for (int k = 0; k < W; ++k) X[i][j][k] -= Lq[m][i][k] * X[m][j][k];
-      }
-    }
-    A inv[W];
-    for (int k = 0; k < W; ++k) inv[k] = A(1) / Lq[i][i][k];
-    for (int j = 0; j <= i; ++j) {
-      for (int k = 0; k < W; ++k) X[i][j][k] *= inv[k];
-    }
+    const V kl = V(A(0.5)) * (off + dg + bb + w.bad);
+    for (int k = 0; k < n; ++k) out[row0 + k] = static_cast<S>(kl.v[k]);
   }
 }
 
 // Gradients of g * KL for rows [begin, end) (formulas of full_row_backward,
-// scale_tril), only the outputs of o that are not null.
+// scale_tril, with its kl_math.h routines), only the outputs of o that are
+// not null.
 template <typename S, bool HasQ, int D>
 GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
                                       int64_t begin, int64_t end) {
@@ -166,65 +152,42 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
   constexpr int W = BatchWork<A, D>::W;
   const std::unique_ptr<BatchWork<A, D>> wp(new BatchWork<A, D>);
   BatchWork<A, D>& w = *wp;
-  auto& T = w.T;
-  auto& y = w.y;
-  auto& gr = w.gr;
   S* gmp = static_cast<S*>(o.grad[0]);
-  S* gp = static_cast<S*>(o.grad[1]);
   S* gmq = static_cast<S*>(o.grad[2]);
-  S* gq = static_cast<S*>(o.grad[3]);
   for (int64_t row0 = begin; row0 < end; row0 += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, end - row0));
     batch_prepare<S, HasQ, D>(r, row0, n, w);
-    for (int k = 0; k < W; ++k) gr[k] = static_cast<A>(g[(row0 + (k < n ? k : 0)) * gs]);
-    auto store_mat = [&](int out, const A (&X)[D][D][W], A sign) {
+    for (int k = 0; k < W; ++k) w.gr.v[k] = static_cast<A>(g[(row0 + (k < n ? k : 0)) * gs]);
+    auto store_mat = [&](int out, A sign) {
       S* dst = static_cast<S*>(o.grad[out]);
       for (int k = 0; k < n; ++k) {
         S* d = dst + (row0 + k) * D * D;
         for (int i = 0; i < D; ++i) {
           for (int j = 0; j < D; ++j) {
-            d[o.at(out, i, j, D)] = static_cast<S>(j <= i ? sign * gr[k] * X[i][j][k] : A(0));
+            d[o.at(out, i, j, D)] = static_cast<S>(j <= i ? sign * w.gr.v[k] * w.T[i * D + j].v[k] : A(0));
           }
         }
       }
     };
     if (gmp || gmq) {
-      // y = Lq^-T b (back substitution).
-      for (int i = D - 1; i >= 0; --i) {
-        for (int k = 0; k < W; ++k) y[i][k] = w.b[i][k];
-        for (int m = i + 1; m < D; ++m) {
-          for (int k = 0; k < W; ++k) y[i][k] -= w.Lq[m][i][k] * y[m][k];
-        }
-        for (int k = 0; k < W; ++k) y[i][k] /= w.Lq[i][i][k];
-      }
+      for (int i = 0; i < D; ++i) w.y[i] = w.b[i];
+      trsv_lower_t(w.Lq, w.y, D);  // y = Lq^-T b
       for (int k = 0; k < n; ++k) {
         for (int i = 0; i < D; ++i) {
-          if (gmp) gmp[(row0 + k) * D + i] = static_cast<S>(-gr[k] * y[i][k]);
-          if (gmq) gmq[(row0 + k) * D + i] = static_cast<S>(gr[k] * y[i][k]);
+          if (gmp) gmp[(row0 + k) * D + i] = static_cast<S>(-w.gr.v[k] * w.y[i].v[k]);
+          if (gmq) gmq[(row0 + k) * D + i] = static_cast<S>(w.gr.v[k] * w.y[i].v[k]);
         }
       }
     }
-    if (gp) {
-      batch_tril_solve_lt<A, D, W>(w.Lq, w.E, T);
-      for (int i = 0; i < D; ++i) {
-        for (int k = 0; k < W; ++k) T[i][i][k] += w.E[i][i][k] / w.Lp[i][i][k];
-      }
-      store_mat(1, T, A(1));
+    if (o.grad[1]) {  // dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii)
+      tril_solve_lt(w.Lq, w.E, w.T, D);
+      for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
+      store_mat(1, A(1));
     }
-    if (HasQ && gq) {
-      // Lower triangle of S = E + E^T + E E^T + b b^T, then dLq = -tril(Lq^-T S).
-      for (int i = 0; i < D; ++i) {
-        for (int j = 0; j <= i; ++j) {
-          for (int k = 0; k < W; ++k) {
-            T[i][j][k] = w.b[i][k] * w.b[j][k] + w.E[i][j][k] + (i == j ? w.E[i][j][k] : A(0));
-          }
-          for (int m = 0; m <= j; ++m) {
-            for (int k = 0; k < W; ++k) T[i][j][k] += w.E[i][m][k] * w.E[j][m][k];
-          }
-        }
-      }
-      batch_tril_solve_lt<A, D, W>(w.Lq, T, T);
-      store_mat(3, T, A(-1));
+    if (HasQ && o.grad[3]) {  // dLq = -tril(Lq^-T S)
+      full_s<false>(w.E, w.b, D, w.T);
+      tril_solve_lt(w.Lq, w.T, w.T, D);
+      store_mat(3, A(-1));
     }
   }
 }
