@@ -12,6 +12,10 @@
 
 #include "kl_args.h"
 #include "kl_math.h"
+#if !defined(__CUDACC__) && defined(__GNUC__)
+#include "kl_tiled.h"
+#define GKL_HAVE_TILED 1
+#endif
 
 namespace gaussian_kl {
 
@@ -87,15 +91,50 @@ GKL_INLINE A load_side(const FullRows& r, int k, int64_t row, A* L) {
     }
     return l[0] - l[0];  // NaN-filled when the shared covariance is not PD
   }
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {  // lower triangle only (the rest is ignored)
-      const A x = kl_load(m[i * r.m_s0[k] + j * r.m_s1[k]]);
-      bad += x - x;
-      L[i * D + j] = x;
-    }
+  const int64_t s1 = r.m_s1[k];
+  for (int i = 0; i < D; ++i) {  // lower triangle only (the rest is ignored)
+    const S* mi = m + i * r.m_s0[k];
+    A* li = L + i * D;
+    auto ld = [&](int j) {
+      const A x = kl_load(mi[j * s1]);
+      li[j] = x;
+      return x - x;
+    };
+    auto ld_unit = [&](int j) {
+      const A x = kl_load(mi[j]);
+      li[j] = x;
+      return x - x;
+    };
+    bad += s1 == 1 ? lane_sum<dot_lanes<A>(), A>(i + 1, ld_unit) : lane_sum<dot_lanes<A>(), A>(i + 1, ld);
   }
   if (P == FullParam::Cov && !cholesky_lower<M>(L, D)) bad = kl_nan<A>();
   return bad;
+}
+
+// The O(D^3) routines of a row: register-tiled (kl_tiled.h) on the CPU for
+// large D, the plain kl_math.h loops otherwise.
+template <typename A>
+GKL_INLINE bool tiled_rows(int D) {
+#ifdef GKL_HAVE_TILED
+  return D >= tiled::kMinD && tiled::available();
+#else
+  (void)D;
+  return false;
+#endif
+}
+template <typename A>
+GKL_INLINE void solve_e_rows(const A* Lp, const A* Lq, A* E, int D) {
+#ifdef GKL_HAVE_TILED
+  if (tiled_rows<A>(D)) return tiled::solve_e(Lp, Lq, E, D);
+#endif
+  solve_e(Lp, Lq, E, D);
+}
+template <typename A>
+GKL_INLINE void tril_solve_lt_rows(const A* Lq, const A* R, A* X, int D) {
+#ifdef GKL_HAVE_TILED
+  if (tiled_rows<A>(D)) return tiled::tril_solve_lt(Lq, R, X, D);
+#endif
+  tril_solve_lt(Lq, R, X, D);
 }
 
 // Loads row `row` and computes Lp, Lq (identity when there is no q), E, b:
@@ -145,27 +184,9 @@ GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) 
     }
     return bad;
   }
-  solve_e(w.Lp, w.Lq, w.E, D);
+  solve_e_rows(w.Lp, w.Lq, w.E, D);
   trsv_lower(w.Lq, w.b, D);
   return bad;
-}
-
-// sum_{j < n} f(j) in L independent lanes summed in a fixed tree: the loop
-// vectorises (a single float accumulator would serialise on the add
-// latency), and the order depends only on n.
-template <int L, typename A, typename F>
-GKL_INLINE A lane_sum(int n, const F& f) {
-  A acc[L];
-  for (int k = 0; k < L; ++k) acc[k] = A(0);
-  int j = 0;
-  for (; j + L <= n; j += L) {
-    for (int k = 0; k < L; ++k) acc[k] += f(j + k);
-  }
-  for (int k = 0; j + k < n; ++k) acc[k] += f(j + k);
-  for (int w = L / 2; w > 0; w >>= 1) {
-    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
-  }
-  return acc[0];
 }
 
 // scale_tril p against a diagonal q, streamed: no workspace, one pass over
@@ -291,6 +312,16 @@ GKL_INLINE void full_s(const A* E, const A* b, int D, A* S) {
   }
 }
 
+// full_s with a D*D scratch (tiled for large D on the CPU).
+template <bool Full, typename A>
+GKL_INLINE void full_s_rows(const A* E, const A* b, int D, A* S, A* scratch) {
+#ifdef GKL_HAVE_TILED
+  if (tiled_rows<A>(D)) return tiled::full_s<Full>(E, b, D, S, scratch);
+#endif
+  (void)scratch;
+  full_s<Full>(E, b, D, S);
+}
+
 // Gradients of g * KL of one row, written to the outputs of o that are not
 // null (only those are computed): means [D]; a matrix side [D, D] row-major,
 // lower triangular for scale_tril (the upper triangle was never read:
@@ -340,7 +371,7 @@ GKL_INLINE void full_row_backward(
         for (int j = 0; j <= i; ++j) w.T[i * D + j] = w.E[i * D + j] * inv;
       }
     } else {
-      tril_solve_lt(w.Lq, w.E, w.T, D);
+      tril_solve_lt_rows(w.Lq, w.E, w.T, D);
     }
     for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
     for (int i = 0; i < D; ++i) {
@@ -364,13 +395,13 @@ GKL_INLINE void full_row_backward(
         gq[i] = kl_store<S>(diag_std_chain(-g * s / sdq, sdq, r.diag_param));
       }
     } else if (PQ == FullParam::ScaleTril) {
-      full_s<false>(w.E, w.b, D, w.S);
-      tril_solve_lt(w.Lq, w.S, w.S, D);
+      full_s_rows<false>(w.E, w.b, D, w.S, w.T);  // T (dLp, stored) is free
+      tril_solve_lt_rows(w.Lq, w.S, w.S, D);
       for (int i = 0; i < D; ++i) {
         for (int j = 0; j < D; ++j) gq[o.at(3, i, j, D)] = kl_store<S>(j <= i ? -g * w.S[i * D + j] : A(0));
       }
     } else {  // Cov: Lq <- Lq^-1 in place, then -Lq^-T S Lq^-1 / 2 (into T via E's storage)
-      full_s<true>(w.E, w.b, D, w.S);
+      full_s_rows<true>(w.E, w.b, D, w.S, w.T);
       tri_inverse_lower(w.Lq, D);
       lq_inverted = true;
       congruence_lt(w.Lq, w.S, w.T, w.E, D);  // E no longer needed

@@ -377,22 +377,51 @@ GKL_INLINE DiagGrad<T> diag_grad(T g, T mp, T sp, T mq, T sq) {
 // with sp = Lp_ii, sq = Lq_ii (log1p form). Matrices are row-major D x D
 // buffers with leading dimension D; only the lower triangle is used.
 
+// sum_{j < n} f(j) in L independent lanes summed in a fixed tree: the loop
+// vectorises (a single float accumulator would serialise on the add
+// latency), and the order depends only on n.
+template <int L, typename A, typename F>
+GKL_INLINE A lane_sum(int n, const F& f) {
+  A acc[L];
+  for (int k = 0; k < L; ++k) acc[k] = A(0);
+  int j = 0;
+  for (; j + L <= n; j += L) {
+    for (int k = 0; k < L; ++k) acc[k] += f(j + k);
+  }
+  for (int k = 0; j + k < n; ++k) acc[k] += f(j + k);
+  for (int w = L / 2; w > 0; w >>= 1) {
+    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+  }
+  return acc[0];
+}
+
+// Lanes for the dot products of the row routines below: 16 on the host for
+// scalar T (a serial sum waits on the add latency at every term), 1 (a plain
+// serial sum) on the device and for the batch kernels' vector element type.
+template <typename T>
+GKL_INLINE constexpr int dot_lanes() {
+#ifdef __CUDA_ARCH__
+  return 1;
+#else
+  return std::is_arithmetic<T>::value ? 16 : 1;
+#endif
+}
+
 // In-place Cholesky of the lower triangle of a (upper triangle untouched).
 // Returns false if a pivot is not positive or not finite (not PD / NaN).
 template <typename M, typename T>
 GKL_INLINE bool cholesky_lower(T* a, int D) {
   bool ok = true;
   for (int j = 0; j < D; ++j) {
-    T s = a[j * D + j];
-    for (int k = 0; k < j; ++k) s -= a[j * D + k] * a[j * D + k];
+    const T* aj = a + j * D;
+    const T s = aj[j] - lane_sum<dot_lanes<T>(), T>(j, [&](int k) { return aj[k] * aj[k]; });
     ok = ok & (s > T(0)) & (s <= kl_max<T>());
     const T ljj = M::sqrt(s > T(0) ? s : T(0));
     a[j * D + j] = ljj;
     const T inv = T(1) / ljj;
     for (int i = j + 1; i < D; ++i) {
-      T t = a[i * D + j];
-      for (int k = 0; k < j; ++k) t -= a[i * D + k] * a[j * D + k];
-      a[i * D + j] = t * inv;
+      const T* ai = a + i * D;
+      a[i * D + j] = (ai[j] - lane_sum<dot_lanes<T>(), T>(j, [&](int k) { return ai[k] * aj[k]; })) * inv;
     }
   }
   return ok;
@@ -402,9 +431,8 @@ GKL_INLINE bool cholesky_lower(T* a, int D) {
 template <typename T>
 GKL_INLINE void trsv_lower(const T* L, T* x, int D) {
   for (int i = 0; i < D; ++i) {
-    T s = x[i];
-    for (int k = 0; k < i; ++k) s -= L[i * D + k] * x[k];
-    x[i] = s / L[i * D + i];
+    const T* li = L + i * D;
+    x[i] = (x[i] - lane_sum<dot_lanes<T>(), T>(i, [&](int k) { return li[k] * x[k]; })) / li[i];
   }
 }
 
@@ -463,7 +491,8 @@ template <typename M, typename T>
 GKL_INLINE T full_kl2(const T* Lp, const T* Lq, const T* E, const T* b, int D, bool has_q) {
   T off = T(0), diag = T(0), bb = T(0);
   for (int i = 0; i < D; ++i) {
-    for (int j = 0; j < i; ++j) off += E[i * D + j] * E[i * D + j];
+    const T* ei = E + i * D;
+    off += lane_sum<dot_lanes<T>(), T>(i, [&](int j) { return ei[j] * ei[j]; });
     diag += has_q ? diag_term2<DiagParam::Std, true, M>(T(0), Lp[i * D + i], T(0), Lq[i * D + i])
                   : diag_term2<DiagParam::Std, false, M>(T(0), Lp[i * D + i], T(0), T(0));
     bb += b[i] * b[i];

@@ -352,3 +352,45 @@ def test_gradient_keeps_column_major_layout(D, op, gen):
     assert col[1].stride() == L.stride() and row[1].is_contiguous()
     for a, b in zip(col, row):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("D", [33, 47, 100])
+@pytest.mark.parametrize("pair", [("scale_tril", "scale_tril"), ("cov", "cov"),
+                                  ("scale_tril", "cov"), ("cov", "scale_tril")])
+def test_large_d_row_path(dtype, D, pair, gen):
+    """The CPU row path for D >= 32 (register-tiled solves, kl_tiled.h): D not
+    a multiple of the tile width (16 floats / 8 doubles) nor of the 4-row
+    block, per-row and shared q, forward and every gradient against autograd
+    through td.MultivariateNormal in float64 (same inputs)."""
+    pp, pq = pair
+    B = 3
+    for qshape in [(B,), ()]:
+        mu_p, m_p, S_p = inputs(pp, (B,), D, gen, dtype)
+        mu_q, m_q, S_q = inputs(pq, qshape, D, gen, dtype)
+        ours = [t.clone().requires_grad_() for t in (mu_p, m_p, mu_q, m_q)]
+        if pp == pq:
+            out = gkl.kl_full(*ours, param=pp)
+        else:
+            out = gkl.kl_mixed(*ours, p_param=pp, q_param=pq)
+        w = torch.randn(B, generator=gen, dtype=torch.float64)
+        (out.double() * w).sum().backward()
+        theirs = [t.detach().double().clone().requires_grad_() for t in (mu_p, m_p, mu_q, m_q)]
+        kw = {"scale_tril": "scale_tril", "cov": "covariance_matrix"}
+        p = td.MultivariateNormal(theirs[0], **{kw[pp]: theirs[1]})
+        q = td.MultivariateNormal(theirs[2], **{kw[pq]: theirs[3]})
+        ref = td.kl_divergence(p, q)
+        (ref * w).sum().backward()
+        tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(out.detach().double(), ref.detach(), **tol)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            ga, gb = a.grad.double(), b.grad
+            if i % 2 == 1:
+                param = pp if i == 1 else pq
+                if param == "cov":
+                    ga, gb = 0.5 * (ga + ga.mT), 0.5 * (gb + gb.mT)
+                else:
+                    assert torch.all(ga.triu(1) == 0)
+                    ga, gb = ga.tril(), gb.tril()
+            scale = gb.abs().max().clamp_min(1.0)
+            torch.testing.assert_close(ga / scale, gb / scale, **tol)

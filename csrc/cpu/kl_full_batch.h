@@ -16,6 +16,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "../kl_args.h"
 #include "../kl_full_row.h"  // full_s
@@ -63,6 +68,34 @@ struct BatchWork {
   V bad, gr;
 };
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GKL_NO_TARGET_CLONES)
+#define GKL_HAVE_GATHER 1
+// The transposition of W rows into lanes with AVX-512 gathers (one vector
+// instruction per element instead of W scalar loads and stores). Compiled
+// for AVX-512 whatever the caller's clone; called only when the CPU has it
+// (tiled::available()). Element (i, j) of lane k is at m + ko[k] + i s0 + j s1.
+template <int D>
+__attribute__((target("avx512f"), noinline)) void gather_tril(const float* m, const int32_t* ko,
+                                                              int64_t s0, int64_t s1, float* L) {
+  const __m512i idx = _mm512_loadu_si512(ko);
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      _mm512_storeu_ps(L + (i * D + j) * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, m + i * s0 + j * s1, 4));
+    }
+  }
+}
+template <int D>
+__attribute__((target("avx512f"), noinline)) void gather_tril(const double* m, const int32_t* ko,
+                                                              int64_t s0, int64_t s1, double* L) {
+  const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ko));
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      _mm512_storeu_pd(L + (i * D + j) * 8, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), 0xFF, idx, m + i * s0 + j * s1, 8));
+    }
+  }
+}
+#endif
+
 // Loads rows row0 + k (k < n; lanes k >= n repeat row0) of side `side`
 // (lower triangle) into L, adding x - x of every value to bad.
 template <typename S, typename A, int D, int W>
@@ -70,10 +103,24 @@ GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0
                                        Lanes<A, W>* L, Lanes<A, W>& bad) {
   const S* base = static_cast<const S*>(side == 0 ? r.m_p : r.m_q);
   const int64_t rs = r.m_rs[side], s0 = r.m_s0[side], s1 = r.m_s1[side];
-  for (int k = 0; k < W; ++k) {
-    const S* m = base + (row0 + (k < n ? k : 0)) * rs;
-    for (int i = 0; i < D; ++i) {
-      for (int j = 0; j <= i; ++j) L[i * D + j].v[k] = static_cast<A>(m[i * s0 + j * s1]);
+  bool done = false;
+#ifdef GKL_HAVE_GATHER
+  if constexpr (std::is_same<S, A>::value && W * sizeof(A) == 64) {
+    const int64_t span = (W - 1) * rs + (D - 1) * (s0 + s1);
+    if (tiled::available() && rs >= 0 && s0 >= 0 && s1 >= 0 && span < (int64_t(1) << 31)) {
+      int32_t ko[W];
+      for (int k = 0; k < W; ++k) ko[k] = static_cast<int32_t>((k < n ? k : 0) * rs);
+      gather_tril<D>(base + row0 * rs, ko, s0, s1, &L[0].v[0]);
+      done = true;
+    }
+  }
+#endif
+  if (!done) {
+    for (int k = 0; k < W; ++k) {
+      const S* m = base + (row0 + (k < n ? k : 0)) * rs;
+      for (int i = 0; i < D; ++i) {
+        for (int j = 0; j <= i; ++j) L[i * D + j].v[k] = static_cast<A>(m[i * s0 + j * s1]);
+      }
     }
   }
   for (int i = 0; i < D; ++i) {

@@ -37,10 +37,11 @@ template <FullParam PP, FullParam PQ>
 using RowMath = std::conditional_t<PP != PQ, FastMath, StdMath>;
 
 // Rows [begin, end) with the event size fixed at compile time (DC > 0) for
-// small D, or read at run time (DC = 0; compiled per ISA so the unit-stride
-// axpys of kl_math.h vectorise).
+// small D, or read at run time (DC = 0). Compiled per ISA (GKL_CPU_CLONES,
+// everything below inlined into the clone) so the unit-stride axpys of
+// kl_math.h vectorise with the widest vectors the CPU has.
 template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
-void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_t end) {
+GKL_CPU_CLONES void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
   std::vector<A> ws(FullWork<A>::size(r.dim));
   const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
@@ -50,7 +51,7 @@ void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_t end) {
 }
 
 template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
-void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o, int64_t begin,
+GKL_CPU_CLONES void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o, int64_t begin,
                     int64_t end) {
   using A = typename AccType<S>::type;
   std::vector<A> ws(FullWork<A>::size(r.dim));
@@ -70,17 +71,6 @@ template <typename S, bool HasQ, int DC>
 GKL_CPU_CLONES void backward_chunk_batch(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
                                          int64_t begin, int64_t end) {
   batch_backward<S, HasQ, DC>(r, g, gs, o, begin, end);
-}
-
-template <typename S, FullParam PP, FullParam PQ, bool HasQ>
-GKL_CPU_CLONES void forward_chunk_any_d(const FullRows& r, S* o, int64_t begin, int64_t end) {
-  forward_chunk<S, PP, PQ, HasQ, 0>(r, o, begin, end);
-}
-
-template <typename S, FullParam PP, FullParam PQ, bool HasQ>
-GKL_CPU_CLONES void backward_chunk_any_d(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
-                                         int64_t begin, int64_t end) {
-  backward_chunk<S, PP, PQ, HasQ, 0>(r, g, gs, o, begin, end);
 }
 
 // Calls f(std::integral_constant<int, DC>) with DC = D for the specialised
@@ -117,9 +107,7 @@ void kl_full_forward_rows(
     S* o = static_cast<S*>(out);
     constexpr bool kBatch = kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril;
     dispatch_dim<S, kPP == kPQ, kBatch>(r.dim, [&](auto DC) {
-      if constexpr (decltype(DC)::value == 0) {
-        forward_chunk_any_d<S, kPP, kPQ, kHQ>(r, o, begin, end);
-      } else if constexpr (kBatch) {
+      if constexpr (kBatch && decltype(DC)::value > 0) {
         forward_chunk_batch<S, kHQ, decltype(DC)::value>(r, o, begin, end);
       } else {
         forward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, o, begin, end);
@@ -145,9 +133,7 @@ void kl_full_backward_rows(
     const S* g = static_cast<const S*>(grad);
     constexpr bool kBatch = kPP == FullParam::ScaleTril && kPQ == FullParam::ScaleTril;
     dispatch_dim<S, kPP == kPQ, kBatch>(r.dim, [&](auto DC) {
-      if constexpr (decltype(DC)::value == 0) {
-        backward_chunk_any_d<S, kPP, kPQ, kHQ>(r, g, grad_stride, o, begin, end);
-      } else if constexpr (kBatch) {
+      if constexpr (kBatch && decltype(DC)::value > 0) {
         backward_chunk_batch<S, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);
       } else {
         backward_chunk<S, kPP, kPQ, kHQ, decltype(DC)::value>(r, g, grad_stride, o, begin, end);

@@ -1,0 +1,246 @@
+// kl_tiled.h — register-tiled forms of the O(D^3) row routines of
+// kl_math.h / kl_full_row.h (solve_e, tril_solve_lt, full_s) for the CPU's
+// large-D row path. Same recurrences, same results up to rounding.
+//
+// The plain routines update one row with one axpy per finished row k
+// (load, FMA, store over j <= k: short loops, three memory operations per
+// FMA). Here an R x C tile (R = 4 rows, C = one 64-byte vector of columns)
+// stays in registers while every finished row k adds a rank-1 update (one
+// vector load, R broadcasts, R FMAs). Vectors are GCC vector extensions, so
+// The routines are compiled for AVX-512 (one zmm register per tile row)
+// whatever the caller's clone, and run only where the CPU has it
+// (available()); elsewhere the row path keeps the plain loops. (GCC lowers
+// vector-extension code in the context of the function that contains it:
+// helpers compiled for the baseline would be scalarised before inlining.)
+//
+// The strictly upper triangle of a result is written as 0 (later tiles read
+// whole C-column slices of finished rows). A last partial column slice
+// (D not a multiple of C) goes through a zero-padded copy: nothing past
+// column D is read or written. The order of every sum depends on D only,
+// so results do not depend on the thread count. Host only (GCC/Clang).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kl_math.h"
+
+namespace gaussian_kl {
+namespace tiled {
+
+// D from which the row path uses these routines.
+constexpr int kMinD = 32;
+constexpr int kRows = 4;
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(64)));
+  typedef int32_t itype __attribute__((vector_size(64)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(64)));
+  typedef int64_t itype __attribute__((vector_size(64)));
+};
+
+#if defined(__x86_64__) && !defined(GKL_NO_TARGET_CLONES)
+#define GKL_TILE_TARGET __attribute__((target("avx512f")))
+inline bool available() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+#else
+#define GKL_TILE_TARGET
+inline bool available() {
+  return true;
+}
+#endif
+#define GKL_TILE_INLINE GKL_TILE_TARGET inline __attribute__((always_inline))
+#define GKL_TILE_ENTRY GKL_TILE_TARGET __attribute__((noinline))
+#define GKL_TILE_LAMBDA GKL_TILE_TARGET __attribute__((always_inline))
+
+template <typename T>
+struct Tile {
+  using V = typename Vec<T>::type;
+  using I = typename Vec<T>::itype;
+  static constexpr int C = static_cast<int>(64 / sizeof(T));
+
+  template <bool Part>
+  static GKL_TILE_INLINE V ld(const T* p, int cw) {
+    V v;
+    if (!Part) {
+      std::memcpy(&v, p, sizeof(V));
+    } else {
+      T t[C] = {};
+      for (int c = 0; c < cw; ++c) t[c] = p[c];
+      std::memcpy(&v, t, sizeof(V));
+    }
+    return v;
+  }
+  template <bool Part>
+  static GKL_TILE_INLINE void st(T* p, const V& v, int cw) {
+    if (!Part) {
+      std::memcpy(p, &v, sizeof(V));
+    } else {
+      T t[C];
+      std::memcpy(t, &v, sizeof(V));
+      for (int c = 0; c < cw; ++c) p[c] = t[c];
+    }
+  }
+  static GKL_TILE_INLINE V splat(T x) { return x - V{}; }  // x - 0 == x for every x: a plain broadcast
+  // Column indices j0 .. j0 + C - 1.
+  static GKL_TILE_INLINE I cols(int j0) {
+    I v;
+    for (int c = 0; c < C; ++c) v[c] = j0 + c;
+    return v;
+  }
+  // x where column <= i (the lower triangle of row i), 0 elsewhere.
+  static GKL_TILE_INLINE V lower(const V& x, const I& jv, int i) {
+    return jv <= (I{} + i) ? x : V{};
+  }
+};
+
+// Runs tile(R, i0, j0, cw) over the column slices j0 = 0, C, ... up to the
+// last row of each block of R rows (blocks ascending, or descending with
+// Down), rows left over by D % kRows one at a time.
+template <typename T, bool Down, typename F>
+GKL_TILE_INLINE void for_tiles(int D, const F& tile) {
+  constexpr int C = Tile<T>::C;
+  auto block = [&](auto RC, int i0) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value;
+    for (int j0 = 0; j0 <= i0 + R - 1; j0 += C) {
+      const int cw = D - j0 < C ? D - j0 : C;
+      if (cw == C) {
+        tile(RC, std::false_type{}, i0, j0, cw);
+      } else {
+        tile(RC, std::true_type{}, i0, j0, cw);
+      }
+    }
+  };
+  using Full = std::integral_constant<int, kRows>;
+  using One = std::integral_constant<int, 1>;
+  if (!Down) {
+    int i0 = 0;
+    for (; i0 + kRows <= D; i0 += kRows) block(Full{}, i0);
+    for (; i0 < D; ++i0) block(One{}, i0);
+  } else {
+    int i1 = D;
+    for (; i1 >= kRows; i1 -= kRows) block(Full{}, i1 - kRows);
+    for (; i1 > 0; --i1) block(One{}, i1 - 1);
+  }
+}
+
+// Zeroes row i of X from column j (the part of the upper triangle no tile
+// wrote).
+template <typename T>
+GKL_TILE_INLINE void zero_upper(T* X, int D) {
+  constexpr int C = Tile<T>::C;
+  for (int i = 0; i < D; ++i) {
+    const int from = (i / C + 1) * C;  // past the slice holding the diagonal
+    for (int j = from; j < D; ++j) X[i * D + j] = T(0);
+  }
+}
+
+// E <- Lq^-1 (Lp - Lq) (solve_e), upper triangle of E set to 0. Row i:
+// (Delta_i - sum_{k<i} Lq_ik E_k) / Lq_ii; E_kj = 0 for j > k, so a slice
+// starting at j0 needs only rows k >= j0.
+template <typename T>
+GKL_TILE_ENTRY void solve_e(const T* Lp, const T* Lq, T* E, int D) {
+  using W = Tile<T>;
+  using V = typename W::V;
+  zero_upper(E, D);
+  for_tiles<T, false>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value;
+    constexpr bool Part = decltype(PartC)::value;
+    const auto jv = W::cols(j0);
+    V acc[R];
+    for (int r = 0; r < R; ++r) {
+      const int i = i0 + r;
+      acc[r] = W::lower(W::template ld<Part>(Lp + i * D + j0, cw) - W::template ld<Part>(Lq + i * D + j0, cw),
+                        jv, i);
+    }
+    for (int k = j0; k < i0; ++k) {
+      const V e = W::template ld<Part>(E + k * D + j0, cw);
+      for (int r = 0; r < R; ++r) acc[r] -= W::splat(Lq[(i0 + r) * D + k]) * e;
+    }
+    for (int r = 0; r < R; ++r) {
+      const int i = i0 + r;
+      for (int q = 0; q < r; ++q) acc[r] -= W::splat(Lq[i * D + i0 + q]) * acc[q];
+      acc[r] = W::lower(acc[r] * W::splat(T(1) / Lq[i * D + i]), jv, i);
+      W::template st<Part>(E + i * D + j0, acc[r], cw);
+    }
+  });
+}
+
+// X <- tril(Lq^-T R) (tril_solve_lt; X may alias R). Row i, bottom up:
+// (R_i - sum_{k>i} Lq_ki X_k) / Lq_ii on columns j <= i.
+template <typename T>
+GKL_TILE_ENTRY void tril_solve_lt(const T* Lq, const T* Rm, T* X, int D) {
+  using W = Tile<T>;
+  using V = typename W::V;
+  for_tiles<T, true>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value;
+    constexpr bool Part = decltype(PartC)::value;
+    const auto jv = W::cols(j0);
+    V acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = W::lower(W::template ld<Part>(Rm + (i0 + r) * D + j0, cw), jv, i0 + r);
+    for (int k = i0 + R; k < D; ++k) {
+      const V x = W::template ld<Part>(X + k * D + j0, cw);
+      for (int r = 0; r < R; ++r) acc[r] -= W::splat(Lq[k * D + i0 + r]) * x;
+    }
+    for (int r = R - 1; r >= 0; --r) {
+      const int i = i0 + r;
+      for (int q = r + 1; q < R; ++q) acc[r] -= W::splat(Lq[(i0 + q) * D + i]) * acc[q];
+      acc[r] = W::lower(acc[r] * W::splat(T(1) / Lq[i * D + i]), jv, i);
+    }
+    for (int r = 0; r < R; ++r) W::template st<Part>(X + (i0 + r) * D + j0, acc[r], cw);
+  });
+  zero_upper(X, D);
+}
+
+// Lower triangle (or, with Full, all) of S = E + E^T + E E^T + b b^T
+// (full_s) with E E^T as rank-1 updates over k: ET (scratch, D*D) is E
+// transposed (upper triangular), so its slices are unit-stride. Only E's
+// lower triangle is read.
+template <bool Full, typename T>
+GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
+  using W = Tile<T>;
+  using V = typename W::V;
+  using I = typename W::I;
+  constexpr int C = W::C;
+  for (int k = 0; k < D; ++k) {
+    for (int j = 0; j < D; ++j) ET[k * D + j] = j >= k ? E[j * D + k] : T(0);
+  }
+  for_tiles<T, false>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value;
+    constexpr bool Part = decltype(PartC)::value;
+    const auto jv = W::cols(j0);
+    const V bj = W::template ld<Part>(b + j0, cw);
+    V acc[R];
+    for (int r = 0; r < R; ++r) {
+      const int i = i0 + r;
+      const V eii = jv == (I{} + i) ? W::splat(E[i * D + i]) : V{};
+      acc[r] = W::splat(b[i]) * bj + W::template ld<Part>(E + i * D + j0, cw) + eii;
+    }
+    const int kend = i0 + R < j0 + C ? i0 + R : j0 + C;  // E_ik = 0 for k > i, ET_kj = 0 for k > j
+    for (int k = 0; k < kend; ++k) {
+      const V x = W::template ld<Part>(ET + k * D + j0, cw);
+      for (int r = 0; r < R; ++r) acc[r] += W::splat(k <= i0 + r ? E[(i0 + r) * D + k] : T(0)) * x;
+    }
+    for (int r = 0; r < R; ++r) W::template st<Part>(S + (i0 + r) * D + j0, W::lower(acc[r], jv, i0 + r), cw);
+  });
+  for (int i = 0; i < D; ++i) {
+    for (int j = i + 1; j < D; ++j) S[i * D + j] = Full ? S[j * D + i] : T(0);
+  }
+}
+
+#undef GKL_TILE_LAMBDA
+#undef GKL_TILE_ENTRY
+#undef GKL_TILE_INLINE
+#undef GKL_TILE_TARGET
+
+}  // namespace tiled
+}  // namespace gaussian_kl
