@@ -1,6 +1,7 @@
 """Loads the native library and registers, for every op, a fake (meta)
-kernel for torch.compile / FakeTensor and autograd whose backward calls the
-native backward op."""
+kernel for torch.compile / FakeTensor, and the autograd of the backward ops
+(second derivatives). The forward ops' autograd is native
+(csrc/kl_autograd.cpp)."""
 
 import torch
 
@@ -38,32 +39,9 @@ def _kl_diag_backward_fake(grad, mu_p, s_p, mu_q, s_q, param, output_mask):
     return _fake_grads((mu_p, s_p, mu_q, s_q), output_mask)
 
 
-def _setup_context(nparams):
-    """setup_context of a forward op (4 tensors, nparams strings, check)."""
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:4])
-        ctx.params = tuple(inputs[4:4 + nparams])
-
-    return setup_context
-
-
-def _native_backward(backward_op):
-    """Autograd backward that calls the native backward op; only the
-    gradients autograd asks for are computed (and allocated)."""
-
-    def backward(ctx, grad):
-        mask = [bool(m) for m in ctx.needs_input_grad[:4]]
-        grads = backward_op(grad, *ctx.saved_tensors, *ctx.params, mask)
-        nones = (None,) * (len(ctx.needs_input_grad) - 4)
-        return tuple(grads[i] if mask[i] else None for i in range(4)) + nones
-
-    return backward
-
-
-torch.library.register_autograd(
-    "gaussian_kl::kl_diag", _native_backward(ops.kl_diag_backward), setup_context=_setup_context(1)
-)
+# Autograd of kl_diag, kl_full and kl_mixed is registered in C++
+# (csrc/kl_autograd.cpp): the backward node calls the native backward op
+# with the mask of the gradients autograd asks for.
 
 
 # Double backward of the diagonal KL (Hessian-vector products, TRPO /
@@ -200,9 +178,6 @@ def _kl_full_backward_fake(grad, mu_p, m_p, mu_q, m_q, param, output_mask):
     return _fake_full_grads((mu_p, m_p, mu_q, m_q), output_mask)
 
 
-torch.library.register_autograd(
-    "gaussian_kl::kl_full", _native_backward(ops.kl_full_backward), setup_context=_setup_context(1)
-)
 
 
 # The full-covariance backward ops are differentiable only in that they say
@@ -241,9 +216,6 @@ def _kl_mixed_backward_fake(grad, mu_p, m_p, mu_q, m_q, p_param, q_param, output
     return _fake_full_grads((mu_p, m_p, mu_q, m_q), output_mask, matrix)
 
 
-torch.library.register_autograd(
-    "gaussian_kl::kl_mixed", _native_backward(ops.kl_mixed_backward), setup_context=_setup_context(2)
-)
 torch.library.register_autograd(
     "gaussian_kl::kl_mixed_backward", _no_double_backward("kl_mixed"), setup_context=_no_setup_context
 )

@@ -19,7 +19,13 @@
 #include <type_traits>
 
 #if defined(__x86_64__)
+// GCC 12 warns about the deliberately undefined inputs of its own AVX-512
+// unpack intrinsics (-Wuninitialized inside avx512fintrin.h).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "../kl_args.h"
@@ -74,24 +80,84 @@ struct BatchWork {
 // instruction per element instead of W scalar loads and stores). Compiled
 // for AVX-512 whatever the caller's clone; called only when the CPU has it
 // (tiled::available()). Element (i, j) of lane k is at m + ko[k] + i s0 + j s1.
+// Visits the lower triangle in memory order: row by row for row-major
+// matrices, column by column for column-major ones (torch.linalg.cholesky's
+// output), so consecutive gathers reuse the same cache lines.
+template <int D, typename F>
+__attribute__((target("avx512f"), always_inline)) inline void gather_order(int64_t s0, int64_t s1, const F& one) {
+  if (s1 <= s0) {
+    for (int i = 0; i < D; ++i) {
+      for (int j = 0; j <= i; ++j) one(i, j);
+    }
+  } else {
+    for (int j = 0; j < D; ++j) {
+      for (int i = j; i < D; ++i) one(i, j);
+    }
+  }
+}
 template <int D>
 __attribute__((target("avx512f"), noinline)) void gather_tril(const float* m, const int32_t* ko,
                                                               int64_t s0, int64_t s1, float* L) {
   const __m512i idx = _mm512_loadu_si512(ko);
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      _mm512_storeu_ps(L + (i * D + j) * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, m + i * s0 + j * s1, 4));
-    }
-  }
+  auto one = [&](int i, int j) __attribute__((target("avx512f"), always_inline)) {
+    _mm512_storeu_ps(L + (i * D + j) * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, m + i * s0 + j * s1, 4));
+  };
+  gather_order<D>(s0, s1, one);
 }
 template <int D>
 __attribute__((target("avx512f"), noinline)) void gather_tril(const double* m, const int32_t* ko,
                                                               int64_t s0, int64_t s1, double* L) {
   const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ko));
-  for (int i = 0; i < D; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      _mm512_storeu_pd(L + (i * D + j) * 8, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), 0xFF, idx, m + i * s0 + j * s1, 8));
+  auto one = [&](int i, int j) __attribute__((target("avx512f"), always_inline)) {
+    _mm512_storeu_pd(L + (i * D + j) * 8, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), 0xFF, idx, m + i * s0 + j * s1, 8));
+  };
+  gather_order<D>(s0, s1, one);
+}
+
+// In-place transpose of a 16 x 16 float block held as 16 vectors.
+__attribute__((target("avx512f"), always_inline)) inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int c = 0; c < 16; c += 2) {
+    t[c] = _mm512_unpacklo_ps(r[c], r[c + 1]);
+    t[c + 1] = _mm512_unpackhi_ps(r[c], r[c + 1]);
+  }
+  for (int c = 0; c < 16; c += 4) {
+    r[c] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[c]), _mm512_castps_pd(t[c + 2])));
+    r[c + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[c]), _mm512_castps_pd(t[c + 2])));
+    r[c + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[c + 1]), _mm512_castps_pd(t[c + 3])));
+    r[c + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[c + 1]), _mm512_castps_pd(t[c + 3])));
+  }
+  // r[c] now holds, in each 128-bit quarter q, column (c % 4) of rows 4q'..: 4 x 4 blocks transposed.
+  for (int h = 0; h < 16; h += 8) {
+    for (int c = 0; c < 4; ++c) {
+      t[h + c] = _mm512_shuffle_f32x4(r[h + c], r[h + c + 4], 0x88);
+      t[h + c + 4] = _mm512_shuffle_f32x4(r[h + c], r[h + c + 4], 0xdd);
     }
+  }
+  for (int c = 0; c < 8; ++c) {
+    r[c] = _mm512_shuffle_f32x4(t[c], t[c + 8], 0x88);
+    r[c + 8] = _mm512_shuffle_f32x4(t[c], t[c + 8], 0xdd);
+  }
+}
+
+// Stores lanes k < n of a D x D lanes matrix T (T[(i D + j) * 16 + k]) times
+// scale[k] as row k's matrix at dst + k D^2 (row-major, or column-major),
+// upper triangle exactly 0: 16 x 16 in-register transposes, one vector store
+// per 16 consecutive outputs (the scalar path: 16 stores).
+template <int D>
+__attribute__((target("avx512f"), noinline)) void store_tril_t16(const float* T, const float* scale,
+                                                                 bool col_major, float* dst, int n) {
+  static_assert((D * D) % 16 == 0, "whole 16-element tiles");
+  const __m512 sv = _mm512_loadu_ps(scale);
+  for (int f0 = 0; f0 < D * D; f0 += 16) {
+    __m512 r[16];
+    for (int c = 0; c < 16; ++c) {
+      const int f = f0 + c;
+      const int i = col_major ? f % D : f / D, j = col_major ? f / D : f % D;
+      r[c] = j <= i ? _mm512_mul_ps(_mm512_loadu_ps(T + (i * D + j) * 16), sv) : _mm512_setzero_ps();
+    }
+    transpose16(r);
+    for (int k = 0; k < n; ++k) _mm512_storeu_ps(dst + static_cast<int64_t>(k) * D * D + f0, r[k]);
   }
 }
 #endif
@@ -207,6 +273,16 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
     for (int k = 0; k < W; ++k) w.gr.v[k] = static_cast<A>(g[(row0 + (k < n ? k : 0)) * gs]);
     auto store_mat = [&](int out, A sign) {
       S* dst = static_cast<S*>(o.grad[out]);
+#ifdef GKL_HAVE_GATHER
+      if constexpr (std::is_same<S, float>::value && std::is_same<A, float>::value && (D * D) % 16 == 0) {
+        if (tiled::available()) {
+          A scale[W];
+          for (int k = 0; k < W; ++k) scale[k] = sign * w.gr.v[k];
+          store_tril_t16<D>(&w.T[0].v[0], scale, o.col_major[out], dst + row0 * D * D, n);
+          return;
+        }
+      }
+#endif
       for (int k = 0; k < n; ++k) {
         S* d = dst + (row0 + k) * D * D;
         for (int i = 0; i < D; ++i) {
