@@ -13,8 +13,9 @@
 // vector-extension code in the context of the function that contains it:
 // helpers compiled for the baseline would be scalarised before inlining.)
 //
-// The strictly upper triangle of a result is written as 0 (later tiles read
-// whole C-column slices of finished rows). A last partial column slice
+// Only the lower triangle of a result is defined (and, as 0, the rest of
+// the C-column slice holding the diagonal, which later tiles read; every
+// caller reads the lower triangle only). A last partial column slice
 // (D not a multiple of C) goes through a zero-padded copy: nothing past
 // column D is read or written. The order of every sum depends on D only,
 // so results do not depend on the thread count. Host only (GCC/Clang).
@@ -31,7 +32,7 @@ namespace tiled {
 
 // D from which the row path uses these routines.
 constexpr int kMinD = 32;
-constexpr int kRows = 4;
+constexpr int kRows = 8;
 
 template <typename T>
 struct Vec;
@@ -66,7 +67,7 @@ template <typename T>
 struct Tile {
   using V = typename Vec<T>::type;
   using I = typename Vec<T>::itype;
-  static constexpr int C = static_cast<int>(64 / sizeof(T));
+  static constexpr int C = static_cast<int>(sizeof(V) / sizeof(T));
 
   template <bool Part>
   static GKL_TILE_INLINE V ld(const T* p, int cw) {
@@ -133,25 +134,13 @@ GKL_TILE_INLINE void for_tiles(int D, const F& tile) {
   }
 }
 
-// Zeroes row i of X from column j (the part of the upper triangle no tile
-// wrote).
-template <typename T>
-GKL_TILE_INLINE void zero_upper(T* X, int D) {
-  constexpr int C = Tile<T>::C;
-  for (int i = 0; i < D; ++i) {
-    const int from = (i / C + 1) * C;  // past the slice holding the diagonal
-    for (int j = from; j < D; ++j) X[i * D + j] = T(0);
-  }
-}
-
-// E <- Lq^-1 (Lp - Lq) (solve_e), upper triangle of E set to 0. Row i:
+// E <- Lq^-1 (Lp - Lq) (solve_e). Row i:
 // (Delta_i - sum_{k<i} Lq_ik E_k) / Lq_ii; E_kj = 0 for j > k, so a slice
 // starting at j0 needs only rows k >= j0.
 template <typename T>
 GKL_TILE_ENTRY void solve_e(const T* Lp, const T* Lq, T* E, int D) {
   using W = Tile<T>;
   using V = typename W::V;
-  zero_upper(E, D);
   for_tiles<T, false>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
     constexpr int R = decltype(RC)::value;
     constexpr bool Part = decltype(PartC)::value;
@@ -176,7 +165,8 @@ GKL_TILE_ENTRY void solve_e(const T* Lp, const T* Lq, T* E, int D) {
 }
 
 // X <- tril(Lq^-T R) (tril_solve_lt; X may alias R). Row i, bottom up:
-// (R_i - sum_{k>i} Lq_ki X_k) / Lq_ii on columns j <= i.
+// (R_i - sum_{k>i} Lq_ki X_k) / Lq_ii on columns j <= i (the coefficients
+// of a tile's rows for one k are adjacent in row k of Lq).
 template <typename T>
 GKL_TILE_ENTRY void tril_solve_lt(const T* Lq, const T* Rm, T* X, int D) {
   using W = Tile<T>;
@@ -198,7 +188,6 @@ GKL_TILE_ENTRY void tril_solve_lt(const T* Lq, const T* Rm, T* X, int D) {
     }
     for (int r = 0; r < R; ++r) W::template st<Part>(X + (i0 + r) * D + j0, acc[r], cw);
   });
-  zero_upper(X, D);
 }
 
 // Lower triangle (or, with Full, all) of S = E + E^T + E E^T + b b^T
@@ -211,8 +200,19 @@ GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
   using V = typename W::V;
   using I = typename W::I;
   constexpr int C = W::C;
+  // ET = E^T in 16 x 16 blocks (both sides touch 16 cache lines per block);
+  // entries j < k are 0 only in the C-column slice holding the diagonal
+  // (the only part of ET_k a tile reads left of k).
+  constexpr int kB = 16;
+  for (int j0 = 0; j0 < D; j0 += kB) {
+    for (int k0 = 0; k0 <= j0; k0 += kB) {
+      for (int j = j0; j < j0 + kB && j < D; ++j) {
+        for (int k = k0; k < k0 + kB && k <= j; ++k) ET[k * D + j] = E[j * D + k];
+      }
+    }
+  }
   for (int k = 0; k < D; ++k) {
-    for (int j = 0; j < D; ++j) ET[k * D + j] = j >= k ? E[j * D + k] : T(0);
+    for (int j = k / C * C; j < k; ++j) ET[k * D + j] = T(0);
   }
   for_tiles<T, false>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
     constexpr int R = decltype(RC)::value;
@@ -232,8 +232,10 @@ GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
     }
     for (int r = 0; r < R; ++r) W::template st<Part>(S + (i0 + r) * D + j0, W::lower(acc[r], jv, i0 + r), cw);
   });
-  for (int i = 0; i < D; ++i) {
-    for (int j = i + 1; j < D; ++j) S[i * D + j] = Full ? S[j * D + i] : T(0);
+  if (Full) {
+    for (int i = 0; i < D; ++i) {
+      for (int j = i + 1; j < D; ++j) S[i * D + j] = S[j * D + i];
+    }
   }
 }
 
