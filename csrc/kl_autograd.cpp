@@ -53,10 +53,10 @@ template <typename Names>
 struct OneParamKL : public torch::autograd::Function<OneParamKL<Names>> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& mu_p, const at::Tensor& m_p,
                             const OptTensor& mu_q, const OptTensor& m_q, c10::string_view param, bool check) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow(Names::forward, "")
-                               .template typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                                          const OptTensor&, c10::string_view, bool)>();
+    using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
+                           c10::string_view, bool);
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(Names::forward, "").template typed<Sig>();
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
@@ -67,11 +67,10 @@ struct OneParamKL : public torch::autograd::Function<OneParamKL<Names>> {
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow(Names::backward, "")
-                               .template typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                     const OptTensor&, const OptTensor&, c10::string_view,
-                                                     std::array<bool, 4>)>();
+    using Sig = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
+                      const OptTensor&, c10::string_view, std::array<bool, 4>);
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(Names::backward, "").template typed<Sig>();
     const std::string param = ctx->saved_data["param"].toStringRef();
     return native_backward(ctx, 6, [&](const variable_list& s, std::array<bool, 4> mask) {
       return op.call(grads[0], s[0], s[1], opt(s[2]), opt(s[3]), param, mask);
@@ -93,10 +92,10 @@ struct MixedKL : public torch::autograd::Function<MixedKL> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& mu_p, const at::Tensor& m_p,
                             const at::Tensor& mu_q, const at::Tensor& m_q, c10::string_view p_param,
                             c10::string_view q_param, bool check) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("gaussian_kl::kl_mixed", "")
-                               .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                 const at::Tensor&, c10::string_view, c10::string_view, bool)>();
+    using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           c10::string_view, c10::string_view, bool);
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("gaussian_kl::kl_mixed", "").typed<Sig>();
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView guard;
@@ -108,11 +107,10 @@ struct MixedKL : public torch::autograd::Function<MixedKL> {
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("gaussian_kl::kl_mixed_backward", "")
-                               .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                            const at::Tensor&, const at::Tensor&, c10::string_view,
-                                            c10::string_view, std::array<bool, 4>)>();
+    using Sig = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                      const at::Tensor&, c10::string_view, c10::string_view, std::array<bool, 4>);
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("gaussian_kl::kl_mixed_backward", "").typed<Sig>();
     const std::string p_param = ctx->saved_data["p_param"].toStringRef();
     const std::string q_param = ctx->saved_data["q_param"].toStringRef();
     return native_backward(ctx, 7, [&](const variable_list& s, std::array<bool, 4> mask) {
@@ -128,7 +126,8 @@ at::Tensor one_param_autograd(const at::Tensor& mu_p, const at::Tensor& m_p, con
 }
 
 at::Tensor mixed_autograd(const at::Tensor& mu_p, const at::Tensor& m_p, const at::Tensor& mu_q,
-                          const at::Tensor& m_q, c10::string_view p_param, c10::string_view q_param, bool check) {
+                          const at::Tensor& m_q, c10::string_view p_param, c10::string_view q_param,
+                          bool check) {
   return MixedKL::apply(mu_p, m_p, mu_q, m_q, p_param, q_param, check);
 }
 

@@ -176,7 +176,9 @@ GKL_TILE_ENTRY void tril_solve_lt(const T* Lq, const T* Rm, T* X, int D) {
     constexpr bool Part = decltype(PartC)::value;
     const auto jv = W::cols(j0);
     V acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = W::lower(W::template ld<Part>(Rm + (i0 + r) * D + j0, cw), jv, i0 + r);
+    for (int r = 0; r < R; ++r) {
+      acc[r] = W::lower(W::template ld<Part>(Rm + (i0 + r) * D + j0, cw), jv, i0 + r);
+    }
     for (int k = i0 + R; k < D; ++k) {
       const V x = W::template ld<Part>(X + k * D + j0, cw);
       for (int r = 0; r < R; ++r) acc[r] -= W::splat(Lq[k * D + i0 + r]) * x;

@@ -84,7 +84,8 @@ struct BatchWork {
 // matrices, column by column for column-major ones (torch.linalg.cholesky's
 // output), so consecutive gathers reuse the same cache lines.
 template <int D, typename F>
-__attribute__((target("avx512f"), always_inline)) inline void gather_order(int64_t s0, int64_t s1, const F& one) {
+__attribute__((target("avx512f"), always_inline)) inline void gather_order(int64_t s0, int64_t s1,
+                                                                           const F& one) {
   if (s1 <= s0) {
     for (int i = 0; i < D; ++i) {
       for (int j = 0; j <= i; ++j) one(i, j);
@@ -100,7 +101,8 @@ __attribute__((target("avx512f"), noinline)) void gather_tril(const float* m, co
                                                               int64_t s0, int64_t s1, float* L) {
   const __m512i idx = _mm512_loadu_si512(ko);
   auto one = [&](int i, int j) __attribute__((target("avx512f"), always_inline)) {
-    _mm512_storeu_ps(L + (i * D + j) * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, m + i * s0 + j * s1, 4));
+    const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, m + i * s0 + j * s1, 4);
+    _mm512_storeu_ps(L + (i * D + j) * 16, v);
   };
   gather_order<D>(s0, s1, one);
 }
@@ -109,7 +111,8 @@ __attribute__((target("avx512f"), noinline)) void gather_tril(const double* m, c
                                                               int64_t s0, int64_t s1, double* L) {
   const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ko));
   auto one = [&](int i, int j) __attribute__((target("avx512f"), always_inline)) {
-    _mm512_storeu_pd(L + (i * D + j) * 8, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), 0xFF, idx, m + i * s0 + j * s1, 8));
+    const __m512d v = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), 0xFF, idx, m + i * s0 + j * s1, 8);
+    _mm512_storeu_pd(L + (i * D + j) * 8, v);
   };
   gather_order<D>(s0, s1, one);
 }

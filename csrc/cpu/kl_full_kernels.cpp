@@ -51,8 +51,8 @@ GKL_CPU_CLONES void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_
 }
 
 template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
-GKL_CPU_CLONES void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o, int64_t begin,
-                    int64_t end) {
+GKL_CPU_CLONES void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
+                                   int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
   std::vector<A> ws(FullWork<A>::size(r.dim));
   const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
