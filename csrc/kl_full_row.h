@@ -113,7 +113,6 @@ GKL_INLINE A load_side(const FullRows& r, int k, int64_t row, A* L) {
 
 // The O(D^3) routines of a row: register-tiled (kl_tiled.h) on the CPU for
 // large D, the plain kl_math.h loops otherwise.
-template <typename A>
 GKL_INLINE bool tiled_rows(int D) {
 #ifdef GKL_HAVE_TILED
   return D >= tiled::kMinD && tiled::available();
@@ -125,14 +124,14 @@ GKL_INLINE bool tiled_rows(int D) {
 template <typename A>
 GKL_INLINE void solve_e_rows(const A* Lp, const A* Lq, A* E, int D) {
 #ifdef GKL_HAVE_TILED
-  if (tiled_rows<A>(D)) return tiled::solve_e(Lp, Lq, E, D);
+  if (tiled_rows(D)) return tiled::solve_e(Lp, Lq, E, D);
 #endif
   solve_e(Lp, Lq, E, D);
 }
 template <typename A>
 GKL_INLINE void tril_solve_lt_rows(const A* Lq, const A* R, A* X, int D) {
 #ifdef GKL_HAVE_TILED
-  if (tiled_rows<A>(D)) return tiled::tril_solve_lt(Lq, R, X, D);
+  if (tiled_rows(D)) return tiled::tril_solve_lt(Lq, R, X, D);
 #endif
   tril_solve_lt(Lq, R, X, D);
 }
@@ -316,7 +315,7 @@ GKL_INLINE void full_s(const A* E, const A* b, int D, A* S) {
 template <bool Full, typename A>
 GKL_INLINE void full_s_rows(const A* E, const A* b, int D, A* S, A* scratch) {
 #ifdef GKL_HAVE_TILED
-  if (tiled_rows<A>(D)) return tiled::full_s<Full>(E, b, D, S, scratch);
+  if (tiled_rows(D)) return tiled::full_s<Full>(E, b, D, S, scratch);
 #endif
   (void)scratch;
   full_s<Full>(E, b, D, S);
