@@ -394,3 +394,80 @@ def test_large_d_row_path(dtype, D, pair, gen):
                     ga, gb = ga.tril(), gb.tril()
             scale = gb.abs().max().clamp_min(1.0)
             torch.testing.assert_close(ga / scale, gb / scale, **tol)
+
+
+@pytest.mark.parametrize("D", [16, 32, 64])
+@pytest.mark.parametrize("layout", ["row", "col", "mixed", "strided_mu"])
+@pytest.mark.parametrize("q", ["full", "shared", "prior"])
+def test_float32_scale_tril_kernels(D, layout, q, gen):
+    """float32 scale_tril at the sizes with AVX-512 kernels (D = 16: one
+    vector per matrix row; 32, 64: register-tiled batch solves and slice
+    transposes; the plain batch kernels elsewhere): row- and column-major
+    factors, strided means, per-row, shared and no q; garbage in the ignored
+    upper triangle; forward and every gradient (all requested and one at a
+    time) against td.MultivariateNormal in float64 on the same float32
+    inputs; a non-finite value makes its row NaN and no other."""
+    B = 37
+    mu_p, L_p, _ = inputs("scale_tril", (B,), D, gen, torch.float32)
+    mu_q, L_q, _ = inputs("scale_tril", (B,) if q == "full" else (), D, gen, torch.float32)
+
+    def lay(L, col):  # same values, row- or column-major, 1e3 in the upper triangle
+        L = L + torch.triu(torch.full_like(L, 1e3), 1)
+        return L.mT.contiguous().mT if col else L.contiguous()
+
+    L_p = lay(L_p, layout in ("col", "mixed"))
+    L_q = lay(L_q, layout == "col")
+    if layout == "strided_mu":
+        mu_p = torch.stack([mu_p, -mu_p], -1)[..., 0]
+        assert mu_p.stride(-1) == 2
+    args = (mu_p, L_p) if q == "prior" else (mu_p, L_p, mu_q, L_q)
+    ours = [t.clone().requires_grad_() for t in args]
+    views = list(ours)
+    if layout == "strided_mu":  # a strided view of a leaf (clone would make it contiguous)
+        ours[0] = torch.stack([mu_p, -mu_p], -1).requires_grad_()
+        views[0] = ours[0][..., 0]
+    for t, a in zip(views, args):
+        assert t.stride() == a.stride()
+    w = torch.randn(B, generator=gen, dtype=torch.float64)
+    out = gkl.kl_full(*views, param="scale_tril", check=False)
+    (out.double() * w).sum().backward()
+    grads = [t.grad for t in ours]
+    if layout == "strided_mu":
+        assert torch.all(grads[0][..., 1] == 0)
+        grads[0] = grads[0][..., 0]
+    theirs = [t.detach().double().clone().requires_grad_() for t in args]
+    p = td.MultivariateNormal(theirs[0], scale_tril=theirs[1].tril())
+    if q == "prior":
+        qd = td.MultivariateNormal(torch.zeros(D, dtype=torch.float64), scale_tril=torch.eye(D, dtype=torch.float64))
+    else:
+        qd = td.MultivariateNormal(theirs[2], scale_tril=theirs[3].tril())
+    ref = td.kl_divergence(p, qd)
+    (ref * w).sum().backward()
+    torch.testing.assert_close(out.detach().double(), ref.detach(), rtol=1e-4, atol=1e-5)
+    for i, (a, b) in enumerate(zip(grads, theirs)):
+        ga, gb = a.double(), b.grad
+        if i % 2 == 1:
+            assert torch.all(ga.triu(1) == 0) and a.stride() == args[i].stride()
+            gb = gb.tril()
+        scale = gb.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(ga / scale, gb / scale, rtol=2e-4, atol=2e-4)
+    # Each gradient alone (the kernel skips the solves nobody asked for).
+    g = w.float()
+    op_args = [a.expand(B, *a.shape[-(i % 2 + 1):]) for i, a in enumerate(args)]  # the op wants q broadcast
+    op_args += [None, None] if q == "prior" else []
+    full = torch.ops.gaussian_kl.kl_full_backward(g, *op_args, "scale_tril", [True] * 4)
+    for k in range(len(args)):
+        mask = [j == k for j in range(4)]
+        one = torch.ops.gaussian_kl.kl_full_backward(g, *op_args, "scale_tril", mask)
+        torch.testing.assert_close(one[k], full[k], rtol=0, atol=0)
+    # A non-finite value (lower triangle of p, or q's mean) poisons its row only.
+    bad = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).copy_(t) for t in args]  # same layouts
+    bad[1][5, 9, 3] = float("inf")
+    rows = [5]
+    if q == "full":
+        bad[2][11, 15] = float("nan")
+        rows.append(11)
+    kl = gkl.kl_full(*bad, param="scale_tril", check=False)
+    nan = torch.isnan(kl)
+    assert nan.nonzero().flatten().tolist() == rows
+    torch.testing.assert_close(kl[~nan], out.detach()[~nan], rtol=0, atol=0)

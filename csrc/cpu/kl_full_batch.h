@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 
@@ -70,7 +71,7 @@ struct BatchWork {
   static constexpr int W = lanes<A>();
   using V = Lanes<A, W>;
   V Lp[D * D], Lq[D * D], E[D * D], T[D * D];  // T: backward scratch (dLp, then S and dLq)
-  V b[D], y[D];
+  V b[D], y[D], rinv[D];  // rinv: 1 / Lq_ii (the tiled solves)
   V bad, gr;
 };
 
@@ -143,6 +144,29 @@ __attribute__((target("avx512f"), always_inline)) inline void transpose16(__m512
   }
 }
 
+// The lower triangle of 16 matrices (k < n; lanes k >= n repeat matrix 0)
+// into lanes, for float matrices with contiguous rows (or columns, col):
+// 16 vector loads of the same 16-element slice of each matrix and one
+// 16 x 16 register transpose per slice (the gathers cost ~2.5x as much at
+// D = 64). The slices crossing the diagonal also bring the entries above it:
+// they land in the workspace's upper triangle, which nothing reads.
+template <int D>
+__attribute__((target("avx512f"), noinline)) void load_tril_t16(const float* m, int64_t rs, int64_t ld, bool col,
+                                                                int n, float* L) {
+  static_assert(D % 16 == 0, "whole 16-element slices");
+  for (int a = 0; a < D; ++a) {  // row a (or column a)
+    for (int c0 = col ? a / 16 * 16 : 0; col ? c0 < D : c0 <= a; c0 += 16) {
+      __m512 r[16];
+      for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(m + (k < n ? k : 0) * rs + a * ld + c0);
+      transpose16(r);
+      for (int c = 0; c < 16; ++c) {
+        const int i = col ? c0 + c : a, j = col ? a : c0 + c;
+        _mm512_storeu_ps(L + (i * D + j) * 16, r[c]);
+      }
+    }
+  }
+}
+
 // Stores lanes k < n of a D x D lanes matrix T (T[(i D + j) * 16 + k]) times
 // scale[k] as row k's matrix at dst + k D^2 (row-major, or column-major),
 // upper triangle exactly 0: 16 x 16 in-register transposes, one vector store
@@ -163,6 +187,150 @@ __attribute__((target("avx512f"), noinline)) void store_tril_t16(const float* T,
     for (int k = 0; k < n; ++k) _mm512_storeu_ps(dst + static_cast<int64_t>(k) * D * D + f0, r[k]);
   }
 }
+
+// Register-tiled solves of the batch kernels (D >= 16, D % 4 == 0): the
+// recurrences of solve_e, tril_solve_lt and full_s on 4 x 4 tiles of lane
+// vectors held in 16 registers, so each k costs 8 vector loads for 16 FMAs
+// (the plain loops load and store an accumulator per FMA: at D = 64 the
+// 1 MB workspace is in L2 and that traffic is the bottleneck). Tiles write
+// whole 4-column slices, 0 above the diagonal, so E's upper entries inside
+// the diagonal tiles are exact zeros (full_s relies on that).
+namespace lanes_tiled {
+
+constexpr int kT = 4;
+
+template <typename A>
+struct LV {
+  typedef A type __attribute__((vector_size(64)));
+};
+
+#define GKL_LT_INLINE __attribute__((target("avx512f"), always_inline)) inline
+#define GKL_LT_ENTRY __attribute__((target("avx512f"), noinline))
+
+template <typename A>
+GKL_LT_INLINE typename LV<A>::type ld(const Lanes<A, 64 / sizeof(A)>* p) {
+  typename LV<A>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename A>
+GKL_LT_INLINE void st(Lanes<A, 64 / sizeof(A)>* p, const typename LV<A>::type& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// E <- Lq^-1 (Lp - Lq), rinv[i] = 1 / Lq_ii. Row i: (Delta_i - sum_{k<i}
+// Lq_ik E_k) / Lq_ii; a slice starting at j0 needs rows k >= j0 only.
+template <int D, typename A>
+GKL_LT_ENTRY void solve_e(const Lanes<A, 64 / sizeof(A)>* Lp, const Lanes<A, 64 / sizeof(A)>* Lq,
+                          Lanes<A, 64 / sizeof(A)>* E, Lanes<A, 64 / sizeof(A)>* rinv) {
+  using V = typename LV<A>::type;
+  for (int i = 0; i < D; ++i) st(&rinv[i], A(1) / ld(&Lq[i * D + i]));
+  for (int i0 = 0; i0 < D; i0 += kT) {
+    for (int j0 = 0; j0 <= i0; j0 += kT) {
+      V acc[kT][kT];
+      for (int r = 0; r < kT; ++r) {
+        for (int c = 0; c < kT; ++c) {
+          const int i = i0 + r, j = j0 + c;
+          acc[r][c] = j <= i ? ld(&Lp[i * D + j]) - ld(&Lq[i * D + j]) : V{};
+        }
+      }
+      for (int k = j0; k < i0; ++k) {
+        V l[kT], e[kT];
+        for (int r = 0; r < kT; ++r) l[r] = ld(&Lq[(i0 + r) * D + k]);
+        for (int c = 0; c < kT; ++c) e[c] = ld(&E[k * D + j0 + c]);
+        for (int r = 0; r < kT; ++r) {
+          for (int c = 0; c < kT; ++c) acc[r][c] -= l[r] * e[c];
+        }
+      }
+      for (int r = 0; r < kT; ++r) {
+        const int i = i0 + r;
+        for (int q = 0; q < r; ++q) {
+          const V l = ld(&Lq[i * D + i0 + q]);
+          for (int c = 0; c < kT; ++c) acc[r][c] -= l * acc[q][c];
+        }
+        const V inv = ld(&rinv[i]);
+        for (int c = 0; c < kT; ++c) {
+          acc[r][c] = j0 + c <= i ? acc[r][c] * inv : V{};
+          st(&E[i * D + j0 + c], acc[r][c]);
+        }
+      }
+    }
+  }
+}
+
+// X <- tril(Lq^-T R) (X may alias R), rinv from solve_e. Row i, bottom up:
+// (R_i - sum_{k>i} Lq_ki X_k) / Lq_ii on the columns j <= i.
+template <int D, typename A>
+GKL_LT_ENTRY void tril_solve_lt(const Lanes<A, 64 / sizeof(A)>* Lq, const Lanes<A, 64 / sizeof(A)>* rinv,
+                                const Lanes<A, 64 / sizeof(A)>* R, Lanes<A, 64 / sizeof(A)>* X) {
+  using V = typename LV<A>::type;
+  for (int i0 = D - kT; i0 >= 0; i0 -= kT) {
+    for (int j0 = 0; j0 <= i0; j0 += kT) {
+      V acc[kT][kT];
+      for (int r = 0; r < kT; ++r) {
+        for (int c = 0; c < kT; ++c) acc[r][c] = j0 + c <= i0 + r ? ld(&R[(i0 + r) * D + j0 + c]) : V{};
+      }
+      for (int k = i0 + kT; k < D; ++k) {
+        V l[kT], x[kT];
+        for (int r = 0; r < kT; ++r) l[r] = ld(&Lq[k * D + i0 + r]);
+        for (int c = 0; c < kT; ++c) x[c] = ld(&X[k * D + j0 + c]);
+        for (int r = 0; r < kT; ++r) {
+          for (int c = 0; c < kT; ++c) acc[r][c] -= l[r] * x[c];
+        }
+      }
+      for (int r = kT - 1; r >= 0; --r) {
+        const int i = i0 + r;
+        for (int q = r + 1; q < kT; ++q) {
+          const V l = ld(&Lq[(i0 + q) * D + i]);
+          for (int c = 0; c < kT; ++c) acc[r][c] -= l * acc[q][c];
+        }
+        const V inv = ld(&rinv[i]);
+        for (int c = 0; c < kT; ++c) acc[r][c] = j0 + c <= i ? acc[r][c] * inv : V{};
+      }
+      for (int r = 0; r < kT; ++r) {
+        for (int c = 0; c < kT; ++c) st(&X[(i0 + r) * D + j0 + c], acc[r][c]);
+      }
+    }
+  }
+}
+
+// Lower triangle of S = E + E^T + E E^T + b b^T (full_s<false>): S_ij =
+// b_i b_j + E_ij + [i == j] E_ii + sum_{k <= j} E_ik E_jk. Reads E's
+// entries above the diagonal inside the diagonal tiles (zeros, solve_e).
+template <int D, typename A>
+GKL_LT_ENTRY void full_s(const Lanes<A, 64 / sizeof(A)>* E, const Lanes<A, 64 / sizeof(A)>* b,
+                         Lanes<A, 64 / sizeof(A)>* S) {
+  using V = typename LV<A>::type;
+  for (int i0 = 0; i0 < D; i0 += kT) {
+    for (int j0 = 0; j0 <= i0; j0 += kT) {
+      V acc[kT][kT];
+      for (int r = 0; r < kT; ++r) {
+        const int i = i0 + r;
+        const V bi = ld(&b[i]);
+        for (int c = 0; c < kT; ++c) {
+          const int j = j0 + c;
+          acc[r][c] = j <= i ? bi * ld(&b[j]) + ld(&E[i * D + j]) * A(i == j ? 2 : 1) : V{};
+        }
+      }
+      for (int k = 0; k < j0 + kT; ++k) {  // E_jk = 0 for k > j (exact zeros up to j0 + 3)
+        V ei[kT], ej[kT];
+        for (int r = 0; r < kT; ++r) ei[r] = ld(&E[(i0 + r) * D + k]);
+        for (int c = 0; c < kT; ++c) ej[c] = ld(&E[(j0 + c) * D + k]);
+        for (int r = 0; r < kT; ++r) {
+          for (int c = 0; c < kT; ++c) acc[r][c] += ei[r] * ej[c];
+        }
+      }
+      for (int r = 0; r < kT; ++r) {
+        for (int c = 0; c < kT; ++c) st(&S[(i0 + r) * D + j0 + c], j0 + c <= i0 + r ? acc[r][c] : V{});
+      }
+    }
+  }
+}
+
+#undef GKL_LT_INLINE
+#undef GKL_LT_ENTRY
+
+}  // namespace lanes_tiled
 #endif
 
 // Loads rows row0 + k (k < n; lanes k >= n repeat row0) of side `side`
@@ -174,9 +342,15 @@ GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0
   const int64_t rs = r.m_rs[side], s0 = r.m_s0[side], s1 = r.m_s1[side];
   bool done = false;
 #ifdef GKL_HAVE_GATHER
+  if constexpr (std::is_same<S, float>::value && std::is_same<A, float>::value && D % 16 == 0) {
+    if (tiled::available() && (s1 == 1 || s0 == 1)) {
+      load_tril_t16<D>(base + row0 * rs, rs, s1 == 1 ? s0 : s1, s1 != 1, n, &L[0].v[0]);
+      done = true;
+    }
+  }
   if constexpr (std::is_same<S, A>::value && W * sizeof(A) == 64) {
     const int64_t span = (W - 1) * rs + (D - 1) * (s0 + s1);
-    if (tiled::available() && rs >= 0 && s0 >= 0 && s1 >= 0 && span < (int64_t(1) << 31)) {
+    if (!done && tiled::available() && rs >= 0 && s0 >= 0 && s1 >= 0 && span < (int64_t(1) << 31)) {
       int32_t ko[W];
       for (int k = 0; k < W; ++k) ko[k] = static_cast<int32_t>((k < n ? k : 0) * rs);
       gather_tril<D>(base + row0 * rs, ko, s0, s1, &L[0].v[0]);
@@ -195,6 +369,15 @@ GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0
   for (int i = 0; i < D; ++i) {
     for (int j = 0; j <= i; ++j) bad += L[i * D + j] - L[i * D + j];
   }
+}
+
+// Whether this block size runs the register-tiled solves (lanes_tiled).
+template <typename A, int D>
+GKL_ALWAYS_INLINE bool batch_tiled() {
+#ifdef GKL_HAVE_GATHER
+  if constexpr (D >= 16 && D % lanes_tiled::kT == 0 && lanes<A>() * sizeof(A) == 64) return tiled::available();
+#endif
+  return false;
 }
 
 // Fills Lp, Lq (identity without q), E = Lq^-1 (Lp - Lq), b = Lq^-1 delta
@@ -226,7 +409,14 @@ GKL_ALWAYS_INLINE void batch_prepare(const FullRows& r, int64_t row0, int n, Bat
     return;
   }
   batch_load_tril<S, A, D, W>(r, 1, row0, n, w.Lq, w.bad);
-  solve_e(w.Lp, w.Lq, w.E, D);
+#ifdef GKL_HAVE_GATHER
+  if (batch_tiled<A, D>()) {
+    lanes_tiled::solve_e<D>(w.Lp, w.Lq, w.E, w.rinv);
+  } else
+#endif
+  {
+    solve_e(w.Lp, w.Lq, w.E, D);
+  }
   trsv_lower(w.Lq, w.b, D);
 }
 
@@ -306,13 +496,33 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
       }
     }
     if (o.grad[1]) {  // dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii)
-      tril_solve_lt(w.Lq, w.E, w.T, D);
+      if (!HasQ) {  // Lq = I
+        for (int i = 0; i < D; ++i) {
+          for (int j = 0; j <= i; ++j) w.T[i * D + j] = w.E[i * D + j];
+        }
+      }
+#ifdef GKL_HAVE_GATHER
+      else if (batch_tiled<A, D>()) {
+        lanes_tiled::tril_solve_lt<D>(w.Lq, w.rinv, w.E, w.T);
+      }
+#endif
+      else {
+        tril_solve_lt(w.Lq, w.E, w.T, D);
+      }
       for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
       store_mat(1, A(1));
     }
     if (HasQ && o.grad[3]) {  // dLq = -tril(Lq^-T S)
-      full_s<false>(w.E, w.b, D, w.T);
-      tril_solve_lt(w.Lq, w.T, w.T, D);
+#ifdef GKL_HAVE_GATHER
+      if (batch_tiled<A, D>()) {
+        lanes_tiled::full_s<D>(w.E, w.b, w.T);
+        lanes_tiled::tril_solve_lt<D>(w.Lq, w.rinv, w.T, w.T);
+      } else
+#endif
+      {
+        full_s<false>(w.E, w.b, D, w.T);
+        tril_solve_lt(w.Lq, w.T, w.T, D);
+      }
       store_mat(3, A(-1));
     }
   }
