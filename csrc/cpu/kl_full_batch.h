@@ -67,9 +67,10 @@ struct Lanes {
 // accumulators (64 KB at D = 16, 1 MB at D = 64 in float), allocated once
 // per chunk on the heap, not the stack.
 template <typename A, int D>
-struct BatchWork {
+struct alignas(64) BatchWork {  // every lane vector on a cache line of its own (no split accesses)
   static constexpr int W = lanes<A>();
   using V = Lanes<A, W>;
+  static_assert(sizeof(V) == 64, "one cache line per lane vector");
   V Lp[D * D], Lq[D * D], E[D * D], T[D * D];  // T: backward scratch (dLp, then S and dLq)
   V b[D], y[D], rinv[D];  // rinv: 1 / Lq_ii (the tiled solves)
   V bad, gr;
@@ -144,25 +145,24 @@ __attribute__((target("avx512f"), always_inline)) inline void transpose16(__m512
   }
 }
 
-// The lower triangle of 16 matrices (k < n; lanes k >= n repeat matrix 0)
-// into lanes, for float matrices with contiguous rows (or columns, col):
-// 16 vector loads of the same 16-element slice of each matrix and one
-// 16 x 16 register transpose per slice (the gathers cost ~2.5x as much at
-// D = 64). The slices crossing the diagonal also bring the entries above it:
-// they land in the workspace's upper triangle, which nothing reads.
+// The lower triangle of 16 row-major float matrices (k < n; lanes k >= n
+// repeat matrix 0) into lanes: 16 vector loads of the same 16-element slice
+// of a row of each matrix and one 16 x 16 register transpose per slice
+// (the gathers of gather_tril cost more for contiguous rows; for
+// column-major matrices, whose slices would scatter into 16 rows of the
+// workspace, they stay). The slices crossing the diagonal also bring the
+// entries above it: they land in the workspace's upper triangle, which
+// nothing reads.
 template <int D>
-__attribute__((target("avx512f"), noinline)) void load_tril_t16(const float* m, int64_t rs, int64_t ld, bool col,
-                                                                int n, float* L) {
+__attribute__((target("avx512f"), noinline)) void load_tril_t16(const float* m, int64_t rs, int64_t s0, int n,
+                                                                float* L) {
   static_assert(D % 16 == 0, "whole 16-element slices");
-  for (int a = 0; a < D; ++a) {  // row a (or column a)
-    for (int c0 = col ? a / 16 * 16 : 0; col ? c0 < D : c0 <= a; c0 += 16) {
+  for (int i = 0; i < D; ++i) {
+    for (int j0 = 0; j0 <= i; j0 += 16) {
       __m512 r[16];
-      for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(m + (k < n ? k : 0) * rs + a * ld + c0);
+      for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(m + (k < n ? k : 0) * rs + i * s0 + j0);
       transpose16(r);
-      for (int c = 0; c < 16; ++c) {
-        const int i = col ? c0 + c : a, j = col ? a : c0 + c;
-        _mm512_storeu_ps(L + (i * D + j) * 16, r[c]);
-      }
+      for (int c = 0; c < 16; ++c) _mm512_storeu_ps(L + (i * D + j0 + c) * 16, r[c]);
     }
   }
 }
@@ -343,8 +343,8 @@ GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0
   bool done = false;
 #ifdef GKL_HAVE_GATHER
   if constexpr (std::is_same<S, float>::value && std::is_same<A, float>::value && D % 16 == 0) {
-    if (tiled::available() && (s1 == 1 || s0 == 1)) {
-      load_tril_t16<D>(base + row0 * rs, rs, s1 == 1 ? s0 : s1, s1 != 1, n, &L[0].v[0]);
+    if (tiled::available() && s1 == 1) {
+      load_tril_t16<D>(base + row0 * rs, rs, s0, n, &L[0].v[0]);
       done = true;
     }
   }

@@ -4,6 +4,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -37,6 +38,23 @@ void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, cons
 template <FullParam PP, FullParam PQ>
 using RowMath = std::conditional_t<PP != PQ, FastMath, StdMath>;
 
+// A chunk's row workspace, 64-byte aligned (for D a multiple of 16 floats
+// every row of its matrices starts a cache line: no split vector accesses).
+template <typename A>
+class RowWork {
+ public:
+  explicit RowWork(int64_t D) : buf_(FullWork<A>::size(D) + 64 / sizeof(A)) {
+    void* p = buf_.data();
+    size_t space = buf_.size() * sizeof(A);
+    base_ = static_cast<A*>(std::align(64, FullWork<A>::size(D) * sizeof(A), p, space));
+  }
+  A* data() const { return base_; }
+
+ private:
+  std::vector<A> buf_;
+  A* base_;
+};
+
 // Rows [begin, end) with the event size fixed at compile time (DC > 0) for
 // small D, or read at run time (DC = 0). Compiled per ISA (GKL_CPU_CLONES,
 // everything below inlined into the clone) so the unit-stride axpys of
@@ -44,7 +62,7 @@ using RowMath = std::conditional_t<PP != PQ, FastMath, StdMath>;
 template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
 GKL_CPU_CLONES void forward_chunk(const FullRows& r, S* o, int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
-  std::vector<A> ws(FullWork<A>::size(r.dim));
+  const RowWork<A> ws(r.dim);
   const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
   for (int64_t row = begin; row < end; ++row) {
     o[row] = static_cast<S>(full_row_forward<PP, PQ, HasQ, RowMath<PP, PQ>, S, DC>(r, row, w));
@@ -55,7 +73,7 @@ template <typename S, FullParam PP, FullParam PQ, bool HasQ, int DC>
 GKL_CPU_CLONES void backward_chunk(const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
                                    int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
-  std::vector<A> ws(FullWork<A>::size(r.dim));
+  const RowWork<A> ws(r.dim);
   const FullWork<A> w(ws.data(), static_cast<int>(r.dim));
   for (int64_t row = begin; row < end; ++row) {
     full_row_backward<PP, PQ, HasQ, RowMath<PP, PQ>, S, DC>(r, row, static_cast<A>(g[row * gs]), w, o);
