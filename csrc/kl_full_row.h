@@ -92,6 +92,31 @@ GKL_INLINE A load_side(const FullRows& r, int k, int64_t row, A* L) {
     return l[0] - l[0];  // NaN-filled when the shared covariance is not PD
   }
   const int64_t s1 = r.m_s1[k];
+#if !defined(__CUDACC__)
+  if (r.m_s0[k] == 1 && s1 != 1 && D >= 32) {
+    // Column-major (torch.linalg.cholesky's layout) and large: 16 x 16
+    // blocks, each read column by column in memory order (row by row, every
+    // element of the triangle would be a cache line of its own).
+    constexpr int kB = 16;
+    A acc[kB] = {};  // x - x per row of a block (independent sums)
+    for (int j0 = 0; j0 < D; j0 += kB) {
+      for (int i0 = j0; i0 < D; i0 += kB) {
+        const int i2 = i0 + kB < D ? i0 + kB : D;
+        for (int j = j0; j < j0 + kB && j < D; ++j) {
+          const S* mj = m + j * s1;
+          for (int i = i0 > j ? i0 : j; i < i2; ++i) {
+            const A x = kl_load(mj[i]);
+            L[i * D + j] = x;
+            acc[i - i0] += x - x;
+          }
+        }
+      }
+    }
+    for (int t = 0; t < kB; ++t) bad += acc[t];
+    if (P == FullParam::Cov && !cholesky_lower<M>(L, D)) bad = kl_nan<A>();
+    return bad;
+  }
+#endif
   for (int i = 0; i < D; ++i) {  // lower triangle only (the rest is ignored)
     const S* mi = m + i * r.m_s0[k];
     A* li = L + i * D;
@@ -186,6 +211,31 @@ GKL_INLINE A full_prepare(const FullRows& r, int64_t row, const FullWork<A>& w) 
   solve_e_rows(w.Lp, w.Lq, w.E, D);
   trsv_lower(w.Lq, w.b, D);
   return bad;
+}
+
+// Output k's D x D gradient <- scale * tril(X) (0 above the diagonal), in
+// the output's layout. Column-major on the host: 16 x 16 blocks written
+// column by column (row by row, every element would be a cache line of its
+// own).
+template <typename S, typename A>
+GKL_INLINE void store_tril_grad(const FullGradOut& o, int k, S* dst, const A* X, A scale, int D) {
+#if !defined(__CUDACC__)
+  if (o.col_major[k]) {
+    constexpr int kB = 16;
+    for (int j0 = 0; j0 < D; j0 += kB) {
+      for (int i0 = 0; i0 < D; i0 += kB) {
+        for (int j = j0; j < j0 + kB && j < D; ++j) {
+          S* dj = dst + static_cast<int64_t>(j) * D;
+          for (int i = i0; i < i0 + kB && i < D; ++i) dj[i] = kl_store<S>(j <= i ? scale * X[i * D + j] : A(0));
+        }
+      }
+    }
+    return;
+  }
+#endif
+  for (int i = 0; i < D; ++i) {
+    for (int j = 0; j < D; ++j) dst[o.at(k, i, j, D)] = kl_store<S>(j <= i ? scale * X[i * D + j] : A(0));
+  }
 }
 
 // scale_tril p against a diagonal q, streamed: no workspace, one pass over
@@ -373,12 +423,12 @@ GKL_INLINE void full_row_backward(
       tril_solve_lt_rows(w.Lq, w.E, w.T, D);
     }
     for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
-    for (int i = 0; i < D; ++i) {
-      if (PP == FullParam::Diag) {
+    if (PP == FullParam::Diag) {
+      for (int i = 0; i < D; ++i) {
         gp[i] = kl_store<S>(diag_std_chain(g * w.T[i * D + i], w.Lp[i * D + i], r.diag_param));
-      } else {
-        for (int j = 0; j < D; ++j) gp[o.at(1, i, j, D)] = kl_store<S>(j <= i ? g * w.T[i * D + j] : A(0));
       }
+    } else {
+      store_tril_grad<S>(o, 1, gp, w.T, g, D);
     }
   }
 
@@ -396,9 +446,7 @@ GKL_INLINE void full_row_backward(
     } else if (PQ == FullParam::ScaleTril) {
       full_s_rows<false>(w.E, w.b, D, w.S, w.T);  // T (dLp, stored) is free
       tril_solve_lt_rows(w.Lq, w.S, w.S, D);
-      for (int i = 0; i < D; ++i) {
-        for (int j = 0; j < D; ++j) gq[o.at(3, i, j, D)] = kl_store<S>(j <= i ? -g * w.S[i * D + j] : A(0));
-      }
+      store_tril_grad<S>(o, 3, gq, w.S, -g, D);
     } else {  // Cov: Lq <- Lq^-1 in place, then -Lq^-T S Lq^-1 / 2 (into T via E's storage)
       full_s_rows<true>(w.E, w.b, D, w.S, w.T);
       tri_inverse_lower(w.Lq, D);

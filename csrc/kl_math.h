@@ -436,13 +436,16 @@ GKL_INLINE void trsv_lower(const T* L, T* x, int D) {
   }
 }
 
-// x <- L^-T x (back substitution), x of length D.
+// x <- L^-T x (back substitution), x of length D. Column sweep over the
+// rows of L: once x_i is final, x_k -= L_ik x_i for k < i (a unit-stride
+// axpy; the dot-product form walks a column of L, a cache line per term).
 template <typename T>
 GKL_INLINE void trsv_lower_t(const T* L, T* x, int D) {
   for (int i = D - 1; i >= 0; --i) {
-    T s = x[i];
-    for (int k = i + 1; k < D; ++k) s -= L[k * D + i] * x[k];
-    x[i] = s / L[i * D + i];
+    const T* li = L + i * D;
+    const T xi = x[i] / li[i];
+    x[i] = xi;
+    for (int k = 0; k < i; ++k) x[k] -= li[k] * xi;
   }
 }
 

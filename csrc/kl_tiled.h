@@ -4,21 +4,22 @@
 //
 // The plain routines update one row with one axpy per finished row k
 // (load, FMA, store over j <= k: short loops, three memory operations per
-// FMA). Here an R x C tile (R = 4 rows, C = one 64-byte vector of columns)
-// stays in registers while every finished row k adds a rank-1 update (one
-// vector load, R broadcasts, R FMAs). Vectors are GCC vector extensions, so
-// The routines are compiled for AVX-512 (one zmm register per tile row)
-// whatever the caller's clone, and run only where the CPU has it
-// (available()); elsewhere the row path keeps the plain loops. (GCC lowers
-// vector-extension code in the context of the function that contains it:
-// helpers compiled for the baseline would be scalarised before inlining.)
+// FMA). Here an R x 2C tile (R = 8 rows, two 64-byte vectors of C columns)
+// stays in 16 registers while every finished row k adds a rank-1 update
+// (two vector loads, R broadcasts, 2R FMAs: half the L2 traffic per FMA of
+// one-vector tiles). Vectors are GCC vector extensions; the routines are
+// compiled for AVX-512 whatever the caller's clone, and run only where the
+// CPU has it (available()); elsewhere the row path keeps the plain loops.
+// (GCC lowers vector-extension code in the context of the function that
+// contains it: helpers compiled for the baseline would be scalarised before
+// inlining.)
 //
 // Only the lower triangle of a result is defined (and, as 0, the rest of
-// the C-column slice holding the diagonal, which later tiles read; every
-// caller reads the lower triangle only). A last partial column slice
-// (D not a multiple of C) goes through a zero-padded copy: nothing past
-// column D is read or written. The order of every sum depends on D only,
-// so results do not depend on the thread count. Host only (GCC/Clang).
+// the tiles holding the diagonal; every caller reads the lower triangle
+// only). A last partial vector (D not a multiple of C) goes through a
+// zero-padded copy: nothing past column D is read or written. The order of
+// every sum depends on D only, so results do not depend on the thread
+// count. Host only (GCC/Clang).
 #pragma once
 
 #include <cstdint>
@@ -104,25 +105,34 @@ struct Tile {
   }
 };
 
-// Runs tile(R, i0, j0, cw) over the column slices j0 = 0, C, ... up to the
-// last row of each block of R rows (blocks ascending, or descending with
-// Down), rows left over by D % kRows one at a time.
+// Runs tile(R, NV, Part, i0, j0, cw) over column slices of NV = 2 vectors
+// (j0 = 0, 2C, ...; NV = 1 where the second vector would lie wholly above
+// the diagonal or past D) up to the last row of each block of R rows
+// (blocks ascending, or descending with Down), rows left over by D % kRows
+// one at a time. Part: the last vector holds cw < C columns.
 template <typename T, bool Down, typename F>
 GKL_TILE_INLINE void for_tiles(int D, const F& tile) {
   constexpr int C = Tile<T>::C;
+  using One = std::integral_constant<int, 1>;
+  using Two = std::integral_constant<int, 2>;
   auto block = [&](auto RC, int i0) GKL_TILE_LAMBDA {
     constexpr int R = decltype(RC)::value;
-    for (int j0 = 0; j0 <= i0 + R - 1; j0 += C) {
-      const int cw = D - j0 < C ? D - j0 : C;
-      if (cw == C) {
-        tile(RC, std::false_type{}, i0, j0, cw);
+    for (int j0 = 0; j0 <= i0 + R - 1; j0 += 2 * C) {
+      const int rem = D - j0;
+      if (rem > C && j0 + C <= i0 + R - 1) {
+        if (rem >= 2 * C) {
+          tile(RC, Two{}, std::false_type{}, i0, j0, C);
+        } else {
+          tile(RC, Two{}, std::true_type{}, i0, j0, rem - C);
+        }
+      } else if (rem >= C) {
+        tile(RC, One{}, std::false_type{}, i0, j0, C);
       } else {
-        tile(RC, std::true_type{}, i0, j0, cw);
+        tile(RC, One{}, std::true_type{}, i0, j0, rem);
       }
     }
   };
   using Full = std::integral_constant<int, kRows>;
-  using One = std::integral_constant<int, 1>;
   if (!Down) {
     int i0 = 0;
     for (; i0 + kRows <= D; i0 += kRows) block(Full{}, i0);
@@ -134,6 +144,22 @@ GKL_TILE_INLINE void for_tiles(int D, const F& tile) {
   }
 }
 
+// Vector v of NV starting at p: full, or the last one partial (Part, cw).
+template <typename T, int NV, bool Part>
+GKL_TILE_INLINE typename Tile<T>::V ldv(const T* p, int v, int cw) {
+  using W = Tile<T>;
+  return v == NV - 1 ? W::template ld<Part>(p + v * W::C, cw) : W::template ld<false>(p + v * W::C, W::C);
+}
+template <typename T, int NV, bool Part>
+GKL_TILE_INLINE void stv(T* p, int v, const typename Tile<T>::V& x, int cw) {
+  using W = Tile<T>;
+  if (v == NV - 1) {
+    W::template st<Part>(p + v * W::C, x, cw);
+  } else {
+    W::template st<false>(p + v * W::C, x, W::C);
+  }
+}
+
 // E <- Lq^-1 (Lp - Lq) (solve_e). Row i:
 // (Delta_i - sum_{k<i} Lq_ik E_k) / Lq_ii; E_kj = 0 for j > k, so a slice
 // starting at j0 needs only rows k >= j0.
@@ -141,25 +167,46 @@ template <typename T>
 GKL_TILE_ENTRY void solve_e(const T* Lp, const T* Lq, T* E, int D) {
   using W = Tile<T>;
   using V = typename W::V;
-  for_tiles<T, false>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
-    constexpr int R = decltype(RC)::value;
+  using I = typename W::I;
+  for_tiles<T, false>(D, [&](auto RC, auto NC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value, NV = decltype(NC)::value;
     constexpr bool Part = decltype(PartC)::value;
-    const auto jv = W::cols(j0);
-    V acc[R];
+    I jv[NV];
+    for (int v = 0; v < NV; ++v) jv[v] = W::cols(j0 + v * W::C);
+    V acc[R][NV];
     for (int r = 0; r < R; ++r) {
       const int i = i0 + r;
-      acc[r] = W::lower(W::template ld<Part>(Lp + i * D + j0, cw) - W::template ld<Part>(Lq + i * D + j0, cw),
-                        jv, i);
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = W::lower(ldv<T, NV, Part>(Lp + i * D + j0, v, cw) - ldv<T, NV, Part>(Lq + i * D + j0, v, cw),
+                             jv[v], i);
+      }
     }
-    for (int k = j0; k < i0; ++k) {
-      const V e = W::template ld<Part>(E + k * D + j0, cw);
-      for (int r = 0; r < R; ++r) acc[r] -= W::splat(Lq[(i0 + r) * D + k]) * e;
+    // Rows k < j0 + C are 0 on the second vector's columns (all > k) and
+    // were not necessarily written there.
+    const int kmid = j0 + W::C < i0 ? j0 + W::C : i0;
+    for (int k = j0; k < kmid; ++k) {
+      const V e = ldv<T, NV, Part>(E + k * D + j0, 0, cw);
+      for (int r = 0; r < R; ++r) acc[r][0] -= W::splat(Lq[(i0 + r) * D + k]) * e;
+    }
+    for (int k = kmid; k < i0; ++k) {
+      V e[NV];
+      for (int v = 0; v < NV; ++v) e[v] = ldv<T, NV, Part>(E + k * D + j0, v, cw);
+      for (int r = 0; r < R; ++r) {
+        const V l = W::splat(Lq[(i0 + r) * D + k]);
+        for (int v = 0; v < NV; ++v) acc[r][v] -= l * e[v];
+      }
     }
     for (int r = 0; r < R; ++r) {
       const int i = i0 + r;
-      for (int q = 0; q < r; ++q) acc[r] -= W::splat(Lq[i * D + i0 + q]) * acc[q];
-      acc[r] = W::lower(acc[r] * W::splat(T(1) / Lq[i * D + i]), jv, i);
-      W::template st<Part>(E + i * D + j0, acc[r], cw);
+      for (int q = 0; q < r; ++q) {
+        const V l = W::splat(Lq[i * D + i0 + q]);
+        for (int v = 0; v < NV; ++v) acc[r][v] -= l * acc[q][v];
+      }
+      const V inv = W::splat(T(1) / Lq[i * D + i]);
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = W::lower(acc[r][v] * inv, jv[v], i);
+        stv<T, NV, Part>(E + i * D + j0, v, acc[r][v], cw);
+      }
     }
   });
 }
@@ -171,24 +218,36 @@ template <typename T>
 GKL_TILE_ENTRY void tril_solve_lt(const T* Lq, const T* Rm, T* X, int D) {
   using W = Tile<T>;
   using V = typename W::V;
-  for_tiles<T, true>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
-    constexpr int R = decltype(RC)::value;
+  using I = typename W::I;
+  for_tiles<T, true>(D, [&](auto RC, auto NC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value, NV = decltype(NC)::value;
     constexpr bool Part = decltype(PartC)::value;
-    const auto jv = W::cols(j0);
-    V acc[R];
+    I jv[NV];
+    for (int v = 0; v < NV; ++v) jv[v] = W::cols(j0 + v * W::C);
+    V acc[R][NV];
     for (int r = 0; r < R; ++r) {
-      acc[r] = W::lower(W::template ld<Part>(Rm + (i0 + r) * D + j0, cw), jv, i0 + r);
+      for (int v = 0; v < NV; ++v) acc[r][v] = W::lower(ldv<T, NV, Part>(Rm + (i0 + r) * D + j0, v, cw), jv[v], i0 + r);
     }
     for (int k = i0 + R; k < D; ++k) {
-      const V x = W::template ld<Part>(X + k * D + j0, cw);
-      for (int r = 0; r < R; ++r) acc[r] -= W::splat(Lq[k * D + i0 + r]) * x;
+      V x[NV];
+      for (int v = 0; v < NV; ++v) x[v] = ldv<T, NV, Part>(X + k * D + j0, v, cw);
+      for (int r = 0; r < R; ++r) {
+        const V l = W::splat(Lq[k * D + i0 + r]);
+        for (int v = 0; v < NV; ++v) acc[r][v] -= l * x[v];
+      }
     }
     for (int r = R - 1; r >= 0; --r) {
       const int i = i0 + r;
-      for (int q = r + 1; q < R; ++q) acc[r] -= W::splat(Lq[(i0 + q) * D + i]) * acc[q];
-      acc[r] = W::lower(acc[r] * W::splat(T(1) / Lq[i * D + i]), jv, i);
+      for (int q = r + 1; q < R; ++q) {
+        const V l = W::splat(Lq[(i0 + q) * D + i]);
+        for (int v = 0; v < NV; ++v) acc[r][v] -= l * acc[q][v];
+      }
+      const V inv = W::splat(T(1) / Lq[i * D + i]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = W::lower(acc[r][v] * inv, jv[v], i);
     }
-    for (int r = 0; r < R; ++r) W::template st<Part>(X + (i0 + r) * D + j0, acc[r], cw);
+    for (int r = 0; r < R; ++r) {
+      for (int v = 0; v < NV; ++v) stv<T, NV, Part>(X + (i0 + r) * D + j0, v, acc[r][v], cw);
+    }
   });
 }
 
@@ -203,7 +262,7 @@ GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
   using I = typename W::I;
   constexpr int C = W::C;
   // ET = E^T in 16 x 16 blocks (both sides touch 16 cache lines per block);
-  // entries j < k are 0 only in the C-column slice holding the diagonal
+  // entries j < k are 0 only in the 2C-column slice holding the diagonal
   // (the only part of ET_k a tile reads left of k).
   constexpr int kB = 16;
   for (int j0 = 0; j0 < D; j0 += kB) {
@@ -214,25 +273,39 @@ GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
     }
   }
   for (int k = 0; k < D; ++k) {
-    for (int j = k / C * C; j < k; ++j) ET[k * D + j] = T(0);
+    for (int j = k / (2 * C) * (2 * C); j < k; ++j) ET[k * D + j] = T(0);
   }
-  for_tiles<T, false>(D, [&](auto RC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
-    constexpr int R = decltype(RC)::value;
+  for_tiles<T, false>(D, [&](auto RC, auto NC, auto PartC, int i0, int j0, int cw) GKL_TILE_LAMBDA {
+    constexpr int R = decltype(RC)::value, NV = decltype(NC)::value;
     constexpr bool Part = decltype(PartC)::value;
-    const auto jv = W::cols(j0);
-    const V bj = W::template ld<Part>(b + j0, cw);
-    V acc[R];
+    I jv[NV];
+    V bj[NV];
+    for (int v = 0; v < NV; ++v) {
+      jv[v] = W::cols(j0 + v * C);
+      bj[v] = ldv<T, NV, Part>(b + j0, v, cw);
+    }
+    V acc[R][NV];
     for (int r = 0; r < R; ++r) {
       const int i = i0 + r;
-      const V eii = jv == (I{} + i) ? W::splat(E[i * D + i]) : V{};
-      acc[r] = W::splat(b[i]) * bj + W::template ld<Part>(E + i * D + j0, cw) + eii;
+      const V bi = W::splat(b[i]);
+      for (int v = 0; v < NV; ++v) {
+        const V eii = jv[v] == (I{} + i) ? W::splat(E[i * D + i]) : V{};
+        acc[r][v] = bi * bj[v] + ldv<T, NV, Part>(E + i * D + j0, v, cw) + eii;
+      }
     }
-    const int kend = i0 + R < j0 + C ? i0 + R : j0 + C;  // E_ik = 0 for k > i, ET_kj = 0 for k > j
+    // E_ik = 0 for k > i, ET_kj = 0 for k > j.
+    const int kend = i0 + R < j0 + NV * C ? i0 + R : j0 + NV * C;
     for (int k = 0; k < kend; ++k) {
-      const V x = W::template ld<Part>(ET + k * D + j0, cw);
-      for (int r = 0; r < R; ++r) acc[r] += W::splat(k <= i0 + r ? E[(i0 + r) * D + k] : T(0)) * x;
+      V x[NV];
+      for (int v = 0; v < NV; ++v) x[v] = ldv<T, NV, Part>(ET + k * D + j0, v, cw);
+      for (int r = 0; r < R; ++r) {
+        const V e = W::splat(k <= i0 + r ? E[(i0 + r) * D + k] : T(0));
+        for (int v = 0; v < NV; ++v) acc[r][v] += e * x[v];
+      }
     }
-    for (int r = 0; r < R; ++r) W::template st<Part>(S + (i0 + r) * D + j0, W::lower(acc[r], jv, i0 + r), cw);
+    for (int r = 0; r < R; ++r) {
+      for (int v = 0; v < NV; ++v) stv<T, NV, Part>(S + (i0 + r) * D + j0, v, W::lower(acc[r][v], jv[v], i0 + r), cw);
+    }
   });
   if (Full) {
     for (int i = 0; i < D; ++i) {
