@@ -203,26 +203,28 @@ template <typename A>
 struct LV {
   typedef A type __attribute__((vector_size(64)));
 };
+template <typename A>
+using L64 = Lanes<A, 64 / sizeof(A)>;  // one lane vector of the workspace
 
 #define GKL_LT_INLINE __attribute__((target("avx512f"), always_inline)) inline
 #define GKL_LT_ENTRY __attribute__((target("avx512f"), noinline))
 
 template <typename A>
-GKL_LT_INLINE typename LV<A>::type ld(const Lanes<A, 64 / sizeof(A)>* p) {
+GKL_LT_INLINE typename LV<A>::type ld(const L64<A>* p) {
   typename LV<A>::type v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 template <typename A>
-GKL_LT_INLINE void st(Lanes<A, 64 / sizeof(A)>* p, const typename LV<A>::type& v) {
+GKL_LT_INLINE void st(L64<A>* p, const typename LV<A>::type& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
 // E <- Lq^-1 (Lp - Lq), rinv[i] = 1 / Lq_ii. Row i: (Delta_i - sum_{k<i}
 // Lq_ik E_k) / Lq_ii; a slice starting at j0 needs rows k >= j0 only.
 template <int D, typename A>
-GKL_LT_ENTRY void solve_e(const Lanes<A, 64 / sizeof(A)>* Lp, const Lanes<A, 64 / sizeof(A)>* Lq,
-                          Lanes<A, 64 / sizeof(A)>* E, Lanes<A, 64 / sizeof(A)>* rinv) {
+GKL_LT_ENTRY void solve_e(const L64<A>* Lp, const L64<A>* Lq,
+                          L64<A>* E, L64<A>* rinv) {
   using V = typename LV<A>::type;
   for (int i = 0; i < D; ++i) st(&rinv[i], A(1) / ld(&Lq[i * D + i]));
   for (int i0 = 0; i0 < D; i0 += kT) {
@@ -261,8 +263,8 @@ GKL_LT_ENTRY void solve_e(const Lanes<A, 64 / sizeof(A)>* Lp, const Lanes<A, 64 
 // X <- tril(Lq^-T R) (X may alias R), rinv from solve_e. Row i, bottom up:
 // (R_i - sum_{k>i} Lq_ki X_k) / Lq_ii on the columns j <= i.
 template <int D, typename A>
-GKL_LT_ENTRY void tril_solve_lt(const Lanes<A, 64 / sizeof(A)>* Lq, const Lanes<A, 64 / sizeof(A)>* rinv,
-                                const Lanes<A, 64 / sizeof(A)>* R, Lanes<A, 64 / sizeof(A)>* X) {
+GKL_LT_ENTRY void tril_solve_lt(const L64<A>* Lq, const L64<A>* rinv,
+                                const L64<A>* R, L64<A>* X) {
   using V = typename LV<A>::type;
   for (int i0 = D - kT; i0 >= 0; i0 -= kT) {
     for (int j0 = 0; j0 <= i0; j0 += kT) {
@@ -298,8 +300,8 @@ GKL_LT_ENTRY void tril_solve_lt(const Lanes<A, 64 / sizeof(A)>* Lq, const Lanes<
 // b_i b_j + E_ij + [i == j] E_ii + sum_{k <= j} E_ik E_jk. Reads E's
 // entries above the diagonal inside the diagonal tiles (zeros, solve_e).
 template <int D, typename A>
-GKL_LT_ENTRY void full_s(const Lanes<A, 64 / sizeof(A)>* E, const Lanes<A, 64 / sizeof(A)>* b,
-                         Lanes<A, 64 / sizeof(A)>* S) {
+GKL_LT_ENTRY void full_s(const L64<A>* E, const L64<A>* b,
+                         L64<A>* S) {
   using V = typename LV<A>::type;
   for (int i0 = 0; i0 < D; i0 += kT) {
     for (int j0 = 0; j0 <= i0; j0 += kT) {
@@ -371,13 +373,36 @@ GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0
   }
 }
 
-// Whether this block size runs the register-tiled solves (lanes_tiled).
+// The O(D^3) routines of a block: register-tiled (lanes_tiled) where the
+// block size and the CPU allow, the plain kl_math.h / full_s loops
+// otherwise (as kl_full_row.h's *_rows for one row).
 template <typename A, int D>
 GKL_ALWAYS_INLINE bool batch_tiled() {
 #ifdef GKL_HAVE_GATHER
   if constexpr (D >= 16 && D % lanes_tiled::kT == 0 && lanes<A>() * sizeof(A) == 64) return tiled::available();
 #endif
   return false;
+}
+template <typename A, int D>
+GKL_ALWAYS_INLINE void batch_solve_e(BatchWork<A, D>& w) {  // E, and rinv for the tiled solves
+#ifdef GKL_HAVE_GATHER
+  if (batch_tiled<A, D>()) return lanes_tiled::solve_e<D>(w.Lp, w.Lq, w.E, w.rinv);
+#endif
+  solve_e(w.Lp, w.Lq, w.E, D);
+}
+template <typename A, int D, typename V>
+GKL_ALWAYS_INLINE void batch_tril_solve_lt(const BatchWork<A, D>& w, const V* R, V* X) {  // X may alias R
+#ifdef GKL_HAVE_GATHER
+  if (batch_tiled<A, D>()) return lanes_tiled::tril_solve_lt<D>(w.Lq, w.rinv, R, X);
+#endif
+  tril_solve_lt(w.Lq, R, X, D);
+}
+template <typename A, int D>
+GKL_ALWAYS_INLINE void batch_full_s(BatchWork<A, D>& w) {  // into T
+#ifdef GKL_HAVE_GATHER
+  if (batch_tiled<A, D>()) return lanes_tiled::full_s<D>(w.E, w.b, w.T);
+#endif
+  full_s<false>(w.E, w.b, D, w.T);
 }
 
 // Fills Lp, Lq (identity without q), E = Lq^-1 (Lp - Lq), b = Lq^-1 delta
@@ -409,14 +434,7 @@ GKL_ALWAYS_INLINE void batch_prepare(const FullRows& r, int64_t row0, int n, Bat
     return;
   }
   batch_load_tril<S, A, D, W>(r, 1, row0, n, w.Lq, w.bad);
-#ifdef GKL_HAVE_GATHER
-  if (batch_tiled<A, D>()) {
-    lanes_tiled::solve_e<D>(w.Lp, w.Lq, w.E, w.rinv);
-  } else
-#endif
-  {
-    solve_e(w.Lp, w.Lq, w.E, D);
-  }
+  batch_solve_e(w);
   trsv_lower(w.Lq, w.b, D);
 }
 
@@ -496,33 +514,19 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
       }
     }
     if (o.grad[1]) {  // dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii)
-      if (!HasQ) {  // Lq = I
+      if (HasQ) {
+        batch_tril_solve_lt(w, w.E, w.T);
+      } else {  // Lq = I
         for (int i = 0; i < D; ++i) {
           for (int j = 0; j <= i; ++j) w.T[i * D + j] = w.E[i * D + j];
         }
-      }
-#ifdef GKL_HAVE_GATHER
-      else if (batch_tiled<A, D>()) {
-        lanes_tiled::tril_solve_lt<D>(w.Lq, w.rinv, w.E, w.T);
-      }
-#endif
-      else {
-        tril_solve_lt(w.Lq, w.E, w.T, D);
       }
       for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
       store_mat(1, A(1));
     }
     if (HasQ && o.grad[3]) {  // dLq = -tril(Lq^-T S)
-#ifdef GKL_HAVE_GATHER
-      if (batch_tiled<A, D>()) {
-        lanes_tiled::full_s<D>(w.E, w.b, w.T);
-        lanes_tiled::tril_solve_lt<D>(w.Lq, w.rinv, w.T, w.T);
-      } else
-#endif
-      {
-        full_s<false>(w.E, w.b, D, w.T);
-        tril_solve_lt(w.Lq, w.T, w.T, D);
-      }
+      batch_full_s(w);
+      batch_tril_solve_lt(w, w.T, w.T);
       store_mat(3, A(-1));
     }
   }
