@@ -184,6 +184,7 @@ void raise_if_invalid_full(const at::Tensor& out, const FullProblem& prob) {
 
 std::vector<at::Tensor> alloc_full_grads(
     const FullProblem& prob, const at::Tensor& like, c10::ArrayRef<bool> mask, FullGradOut* out) {
+  TORCH_CHECK_VALUE(mask.size() == 4, prob.op, "_backward: output_mask must have 4 entries");
   std::vector<int64_t> vshape(prob.batch_shape), mshape(prob.batch_shape);
   vshape.push_back(prob.rows.dim);
   mshape.push_back(prob.rows.dim);
@@ -192,29 +193,33 @@ std::vector<at::Tensor> alloc_full_grads(
       vshape, prob.kind[0] == FullParam::Diag ? vshape : mshape,
       vshape, prob.kind[1] == FullParam::Diag ? vshape : mshape};
   const bool has_q = prob.mu[1].defined();
-  const bool present[4] = {true, true, has_q, has_q};
-  std::vector<at::Tensor> grads = alloc_grads(shapes, present, mask, like, out->grad);
   // A matrix input stored column-major per matrix (packed: strides D*D, 1, D,
   // as torch.linalg.cholesky returns) gets its gradient in that layout, so
-  // that autograd does not copy it (the gradient layout contract).
+  // that autograd does not copy it (the gradient layout contract); those are
+  // allocated below, the others by alloc_grads.
   const int64_t D = prob.rows.dim;
+  bool col[4] = {false, false, false, false};
   for (int k = 0; k < 2; ++k) {
-    const int o = 2 * k + 1;
     const at::Tensor& m = prob.m[k];
-    if (!out->grad[o] || prob.kind[k] == FullParam::Diag || D < 2 || !m.defined()) continue;
-    if ((m.size(0) <= 1 || m.stride(0) == D * D) && m.stride(1) == 1 && m.stride(2) == D) {
-      std::vector<int64_t> st(mshape.size());
-      int64_t step = D * D;
-      st[st.size() - 2] = 1;
-      st[st.size() - 1] = D;
-      for (int64_t i = static_cast<int64_t>(st.size()) - 3; i >= 0; --i) {
-        st[i] = step;
-        step *= mshape[i];
-      }
-      grads[o] = at::empty_strided(mshape, st, like.options());
-      out->grad[o] = grads[o].data_ptr();
-      out->col_major[o] = true;
+    col[2 * k + 1] = mask[2 * k + 1] && (k == 0 || has_q) && prob.kind[k] != FullParam::Diag && D >= 2 &&
+                     m.defined() && (m.size(0) <= 1 || m.stride(0) == D * D) && m.stride(1) == 1 &&
+                     m.stride(2) == D;
+  }
+  const bool present[4] = {true, !col[1], has_q, has_q && !col[3]};
+  std::vector<at::Tensor> grads = alloc_grads(shapes, present, mask, like, out->grad);
+  for (int o = 1; o < 4; o += 2) {
+    if (!col[o]) continue;
+    std::vector<int64_t> st(mshape.size());
+    int64_t step = D * D;
+    st[st.size() - 2] = 1;
+    st[st.size() - 1] = D;
+    for (int64_t i = static_cast<int64_t>(st.size()) - 3; i >= 0; --i) {
+      st[i] = step;
+      step *= mshape[i];
     }
+    grads[o] = at::empty_strided(mshape, st, like.options());
+    out->grad[o] = grads[o].data_ptr();
+    out->col_major[o] = true;
   }
   return grads;
 }

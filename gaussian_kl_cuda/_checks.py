@@ -18,6 +18,33 @@ def check_choice(fn: str, name: str, value, choices: Sequence[str]) -> None:
         )
 
 
+_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def uniform_dtype(tensors: Sequence) -> Optional[torch.dtype]:
+    """The dtype of the common call, checked cheaply: every argument a tensor
+    with an event dimension, one float dtype, one CPU or (with the CUDA
+    kernels) CUDA device. None otherwise: then check_tensors runs and raises
+    the precise error. (The checks cost ~10 us of Python per call, as much as
+    a small kernel.)"""
+    t0 = tensors[0]
+    if not isinstance(t0, torch.Tensor):
+        return None
+    dt = t0.dtype
+    if dt not in _FLOATS:
+        return None
+    cpu = t0.is_cpu
+    if not cpu and not (t0.is_cuda and _ops.CUDA_KERNELS):
+        return None
+    dev = None if cpu else t0.device
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.dtype is not dt or t.dim() < 1:
+            return None
+        if not (t.is_cpu if cpu else t.device == dev):
+            return None
+    return dt
+
+
 def check_tensors(fn: str, named: Sequence[Tuple[str, Optional[torch.Tensor]]]) -> torch.dtype:
     """Type, dtype, device and rank checks; returns the promoted float dtype."""
     device = None
@@ -100,6 +127,14 @@ def broadcast_sides(fn: str, sides, param_desc: str):
     with diag=False has m of shape [*batch, D, D], with diag=True [*batch, D].
     Returns (dtype, [mu, m] per side, expanded to one batch shape: stride-0
     views, nothing materialised)."""
+    # The common call: one dtype and device, every side already of one batch
+    # shape (nothing to check further, no views to make).
+    dtype = uniform_dtype([t for side in sides for t in (side[1], side[3])])
+    if dtype is not None:
+        shape = sides[0][1].shape
+        square = shape + shape[-1:]
+        if all(mu.shape == shape and m.shape == (shape if diag else square) for _mn, mu, _n, m, diag in sides):
+            return dtype, [(mu, m) for _mn, mu, _n, m, _diag in sides]
     named = []
     for mn, mu, n, m, _diag in sides:
         named += [(mn, mu), (n, m)]

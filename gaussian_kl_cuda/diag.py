@@ -70,15 +70,19 @@ def kl_diag(
             f"{fn}: pass both mu_q and s_q, or neither (q = N(0, I)); got "
             f"{'mu_q' if s_q is None else 's_q'} alone"
         )
-    named = [("mu_p", mu_p), ("s_p", s_p)]
-    if mu_q is not None:
-        named += [("mu_q", mu_q), ("s_q", s_q)]
-    dtype = _checks.check_tensors(fn, named)
-    batch, D = _checks.broadcast_event(fn, named)
-    shape = batch + (D,)
-    args = [t if t.dtype == dtype else t.to(dtype) for _, t in named]
-    # Views with stride 0 along broadcast dims: nothing is materialised.
-    args = [t if tuple(t.shape) == shape else t.expand(shape) for t in args]
+    given = [mu_p, s_p] if mu_q is None else [mu_p, s_p, mu_q, s_q]
+    if _checks.uniform_dtype(given) is not None and all(t.shape == mu_p.shape for t in given):
+        args = given  # the common call: one dtype, device and shape
+    else:
+        named = [("mu_p", mu_p), ("s_p", s_p)]
+        if mu_q is not None:
+            named += [("mu_q", mu_q), ("s_q", s_q)]
+        dtype = _checks.check_tensors(fn, named)
+        batch, D = _checks.broadcast_event(fn, named)
+        shape = batch + (D,)
+        args = [t if t.dtype == dtype else t.to(dtype) for _, t in named]
+        # Views with stride 0 along broadcast dims: nothing is materialised.
+        args = [t if tuple(t.shape) == shape else t.expand(shape) for t in args]
     if len(args) == 2:
         args += [None, None]
     out = ops.kl_diag(*args, param, bool(check))

@@ -192,6 +192,43 @@ def test_wrong_dtypes_devices_shapes():
         gkl.kl_diag(x, [1.0] * 4, param="std")
 
 
+def test_uniform_fast_path_matches_checked_path():
+    """Inputs of one dtype, device and batch shape skip the Python broadcast
+    checks (uniform_dtype); the same values through the checked path (a q
+    given as a broadcast [1, ...] batch, or in float64 and promoted) give the
+    same KL, and a tensor subclass (nn.Parameter) takes the fast path."""
+    from gaussian_kl_cuda import _checks
+
+    g = torch.Generator().manual_seed(11)
+    B, D = 5, 3
+    mu_p, mu_q = torch.randn(B, D, generator=g), torch.randn(1, D, generator=g)
+    s_p, s_q = torch.rand(B, D, generator=g) + 0.5, torch.rand(1, D, generator=g) + 0.5
+    L_p = torch.linalg.cholesky(rand_spd((B,), D, g)).float()
+    L_q = torch.linalg.cholesky(rand_spd((1,), D, g)).float()
+    same = dict(mu_q=mu_q.expand(B, D).contiguous(), s_q=s_q.expand(B, D).contiguous(),
+                L_q=L_q.expand(B, D, D).contiguous())
+    assert _checks.uniform_dtype([mu_p, s_p, same["mu_q"], same["s_q"]]) is torch.float32
+    assert _checks.uniform_dtype([mu_p, s_p.double()]) is None
+    assert _checks.uniform_dtype([mu_p, [1.0]]) is None
+    assert _checks.uniform_dtype([torch.nn.Parameter(mu_p)]) is torch.float32
+    for param in ("std", "var"):
+        fast = gkl.kl_diag(mu_p, s_p, same["mu_q"], same["s_q"], param=param)
+        torch.testing.assert_close(gkl.kl_diag(mu_p, s_p, mu_q, s_q, param=param), fast, rtol=0, atol=0)
+        promoted = gkl.kl_diag(mu_p, s_p, same["mu_q"].double(), same["s_q"], param=param)
+        assert promoted.dtype == torch.float64
+        torch.testing.assert_close(promoted, kl_diag_ref(mu_p, s_p, same["mu_q"], same["s_q"], param=param))
+        torch.testing.assert_close(promoted.float(), fast, rtol=1e-5, atol=1e-6)
+    fast = gkl.kl_full(mu_p, L_p, same["mu_q"], same["L_q"], param="scale_tril")
+    torch.testing.assert_close(gkl.kl_full(mu_p, L_p, mu_q, L_q, param="scale_tril"), fast, rtol=1e-6, atol=1e-7)
+    cov = lambda L: L.double() @ L.double().mT
+    ref = kl_full_ref(mu_p, cov(L_p), same["mu_q"], cov(same["L_q"]))
+    torch.testing.assert_close(fast.double(), ref, rtol=1e-4, atol=1e-6)
+    P = torch.nn.Parameter(L_p.clone())
+    out = gkl.kl_full(mu_p, P, same["mu_q"], same["L_q"], param="scale_tril", reduction="sum")
+    out.backward()
+    assert P.grad is not None and torch.isfinite(P.grad).all()
+
+
 @pytest.mark.parametrize("junk", [NAN, INF, 1e30])
 def test_scale_tril_junk_above_diagonal_is_ignored(junk):
     mu, L, mq, Lq = _full_ins()
