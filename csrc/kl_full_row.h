@@ -19,21 +19,23 @@
 
 namespace gaussian_kl {
 
-// Workspace of one row: 5 D*D + 3 D accumulators.
+// Workspace of one row: 6 D*D + 3 D accumulators (U: scratch of the tiled
+// S products).
 template <typename A>
 struct FullWork {
-  A *Lp, *Lq, *E, *S, *T, *mp, *b, *y;
+  A *Lp, *Lq, *E, *S, *T, *U, *mp, *b, *y;
   GKL_INLINE explicit FullWork(A* base, int D) {
     Lp = base;
     Lq = Lp + D * D;
     E = Lq + D * D;
     S = E + D * D;
     T = S + D * D;
-    mp = T + D * D;
+    U = T + D * D;
+    mp = U + D * D;
     b = mp + D;
     y = b + D;
   }
-  static constexpr int64_t size(int64_t D) { return 5 * D * D + 3 * D; }
+  static constexpr int64_t size(int64_t D) { return 6 * D * D + 3 * D; }
 };
 
 // DC > 0: the event size as a compile-time constant (small-D kernels: the
@@ -371,11 +373,44 @@ GKL_INLINE void full_s_rows(const A* E, const A* b, int D, A* S, A* scratch) {
   full_s<Full>(E, b, D, S);
 }
 
+// Lower triangle of S = X + X E^T + y b^T + diag(E_ii / Lq_ii), with X =
+// tril(Lq^-T E) and y = Lq^-T b: dLq = -tril(Lq^-T M), M = E + E^T + E E^T
+// + b b^T, equals -S because tril(U M) = tril(U tril(M)) for the upper
+// triangular U = Lq^-T (U E E^T = X E^T, U b b^T = y b^T, and the lower
+// triangle of U E^T is U diag(E)). One triangular product in place of
+// full_s and a second back substitution. Only the lower triangles of X and
+// E are read (X_ik E_jk, k <= j <= i).
+template <typename A>
+GKL_INLINE void xet_s(const A* X, const A* y, const A* E, const A* b, const A* Lq, int D, A* S) {
+  for (int i = 0; i < D; ++i) {
+    const A* xi = X + i * D;
+    for (int j = 0; j <= i; ++j) {
+      const A* ej = E + j * D;
+      A s = y[i] * b[j] + xi[j];
+      if (i == j) s += ej[j] / Lq[j * D + j];
+      for (int k = 0; k <= j; ++k) s += xi[k] * ej[k];
+      S[i * D + j] = s;
+    }
+  }
+}
+
+// xet_s with a D*D scratch (tiled for large D on the CPU).
+template <typename A>
+GKL_INLINE void xet_s_rows(const A* X, const A* y, const A* E, const A* b, const A* Lq, int D, A* S,
+                           A* scratch) {
+#ifdef GKL_HAVE_TILED
+  if (tiled_rows(D)) return tiled::xet_s(X, y, E, b, Lq, D, S, scratch);
+#endif
+  (void)scratch;
+  xet_s(X, y, E, b, Lq, D, S);
+}
+
 // Gradients of g * KL of one row, written to the outputs of o that are not
 // null (only those are computed): means [D]; a matrix side [D, D] row-major,
 // lower triangular for scale_tril (the upper triangle was never read:
 // gradient 0), symmetric for cov; a diagonal side [D] in its DiagParam.
 //   scale_tril: dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii),  dLq = -tril(Lq^-T S)
+//               (computed as -xet_s: a product on X = tril(Lq^-T E), no second solve)
 //   cov:        dSp = (Sq^-1 - Sp^-1) / 2,                 dSq = -Lq^-T S Lq^-1 / 2
 //   diagonal:   the diagonal of the scale_tril gradient, taken to the param
 // with S as in full_s (the cancellation-free Sq^-1 (Sp + dd^T) Sq^-1 form):
@@ -398,8 +433,11 @@ GKL_INLINE void full_row_backward(
   S* gmq = o.grad[2] ? static_cast<S*>(o.grad[2]) + row * D : nullptr;
   S* gq = o.grad[3] ? static_cast<S*>(o.grad[3]) + row * sq : nullptr;
 
+  // scale_tril q: dLq from X = tril(Lq^-T E) and y (xet_s).
+  const bool q_xet = HasQ && gq && PQ == FullParam::ScaleTril;
+
   // y = Lq^-T b.
-  if (gmp || gmq) {
+  if (gmp || gmq || q_xet) {
     for (int i = 0; i < D; ++i) w.y[i] = w.b[i];
     if (kQDiag) {
       for (int i = 0; i < D; ++i) w.y[i] /= w.Lq[i * D + i];
@@ -412,8 +450,9 @@ GKL_INLINE void full_row_backward(
     }
   }
 
-  // p as a factor (scale_tril or diagonal): dLp into T.
-  if (gp && PP != FullParam::Cov) {
+  // X = tril(Lq^-T E) into T: dLp (p as a factor) and dLq (scale_tril q).
+  const bool p_factor = gp && PP != FullParam::Cov;
+  if (p_factor || q_xet) {
     if (kQDiag) {
       for (int i = 0; i < D; ++i) {
         const A inv = A(1) / w.Lq[i * D + i];
@@ -422,6 +461,14 @@ GKL_INLINE void full_row_backward(
     } else {
       tril_solve_lt_rows(w.Lq, w.E, w.T, D);
     }
+  }
+  if (q_xet) {
+    xet_s_rows(w.T, w.y, w.E, w.b, w.Lq, D, w.S, w.U);
+    store_tril_grad<S>(o, 3, gq, w.S, -g, D);
+  }
+
+  // p as a factor (scale_tril or diagonal): dLp = T + diag(E_ii / Lp_ii).
+  if (p_factor) {
     for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
     if (PP == FullParam::Diag) {
       for (int i = 0; i < D; ++i) {
@@ -444,9 +491,7 @@ GKL_INLINE void full_row_backward(
         gq[i] = kl_store<S>(diag_std_chain(-g * s / sdq, sdq, r.diag_param));
       }
     } else if (PQ == FullParam::ScaleTril) {
-      full_s_rows<false>(w.E, w.b, D, w.S, w.T);  // T (dLp, stored) is free
-      tril_solve_lt_rows(w.Lq, w.S, w.S, D);
-      store_tril_grad<S>(o, 3, gq, w.S, -g, D);
+      // done above (q_xet)
     } else {  // Cov: Lq <- Lq^-1 in place, then -Lq^-T S Lq^-1 / 2 (into T via E's storage)
       full_s_rows<true>(w.E, w.b, D, w.S, w.T);
       tri_inverse_lower(w.Lq, D);

@@ -251,12 +251,13 @@ GKL_TILE_ENTRY void tril_solve_lt(const T* Lq, const T* Rm, T* X, int D) {
   });
 }
 
-// Lower triangle (or, with Full, all) of S = E + E^T + E E^T + b b^T
-// (full_s) with E E^T as rank-1 updates over k: ET (scratch, D*D) is E
-// transposed (upper triangular), so its slices are unit-stride. Only E's
-// lower triangle is read.
+// Lower triangle (or, with Full, all) of S = F + u b^T + diag(d) + F E^T
+// with F E^T as rank-1 updates over k: ET (scratch, D*D) is E transposed
+// (upper triangular), so its slices are unit-stride. Only the lower
+// triangles of F and E are read. d_i = F_ii (full_s: F = E, u = b), or
+// E_ii / Lq_ii with Lq (xet_s: F = tril(Lq^-T E), u = Lq^-T b).
 template <bool Full, typename T>
-GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
+GKL_TILE_ENTRY void fet_s(const T* F, const T* u, const T* E, const T* b, const T* Lq, int D, T* S, T* ET) {
   using W = Tile<T>;
   using V = typename W::V;
   using I = typename W::I;
@@ -287,19 +288,20 @@ GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
     V acc[R][NV];
     for (int r = 0; r < R; ++r) {
       const int i = i0 + r;
-      const V bi = W::splat(b[i]);
+      const V ui = W::splat(u[i]);
+      const T di = Lq ? E[i * D + i] / Lq[i * D + i] : F[i * D + i];
       for (int v = 0; v < NV; ++v) {
-        const V eii = jv[v] == (I{} + i) ? W::splat(E[i * D + i]) : V{};
-        acc[r][v] = bi * bj[v] + ldv<T, NV, Part>(E + i * D + j0, v, cw) + eii;
+        const V dii = jv[v] == (I{} + i) ? W::splat(di) : V{};
+        acc[r][v] = ui * bj[v] + ldv<T, NV, Part>(F + i * D + j0, v, cw) + dii;
       }
     }
-    // E_ik = 0 for k > i, ET_kj = 0 for k > j.
+    // F_ik = 0 for k > i, ET_kj = 0 for k > j.
     const int kend = i0 + R < j0 + NV * C ? i0 + R : j0 + NV * C;
     for (int k = 0; k < kend; ++k) {
       V x[NV];
       for (int v = 0; v < NV; ++v) x[v] = ldv<T, NV, Part>(ET + k * D + j0, v, cw);
       for (int r = 0; r < R; ++r) {
-        const V e = W::splat(k <= i0 + r ? E[(i0 + r) * D + k] : T(0));
+        const V e = W::splat(k <= i0 + r ? F[(i0 + r) * D + k] : T(0));
         for (int v = 0; v < NV; ++v) acc[r][v] += e * x[v];
       }
     }
@@ -312,6 +314,16 @@ GKL_TILE_ENTRY void full_s(const T* E, const T* b, int D, T* S, T* ET) {
       for (int j = i + 1; j < D; ++j) S[i * D + j] = S[j * D + i];
     }
   }
+}
+
+template <bool Full, typename T>
+inline void full_s(const T* E, const T* b, int D, T* S, T* ET) {
+  fet_s<Full>(E, b, E, b, static_cast<const T*>(nullptr), D, S, ET);
+}
+
+template <typename T>
+inline void xet_s(const T* X, const T* y, const T* E, const T* b, const T* Lq, int D, T* S, T* ET) {
+  fet_s<false>(X, y, E, b, Lq, D, S, ET);
 }
 
 #undef GKL_TILE_LAMBDA

@@ -2,7 +2,7 @@
 // (scale_tril, both sides): W rows at a time (16 floats / 8 doubles, one per
 // vector lane). The element type of the workspaces is Lanes<A, W> (W values,
 // elementwise arithmetic), so the triangular solves of kl_math.h and
-// full_s of kl_full_row.h run unchanged on W rows at once, each step one
+// xet_s of kl_full_row.h run unchanged on W rows at once, each step one
 // vector instruction (a single row of D = 4 has too little parallelism for
 // the vector units). Only the loads/stores (transposing rows into lanes) and
 // the per-lane diagonal terms are written here.
@@ -30,7 +30,7 @@
 #endif
 
 #include "../kl_args.h"
-#include "../kl_full_row.h"  // full_s
+#include "../kl_full_row.h"  // xet_s
 #include "../kl_math.h"
 #include "fast_math.h"
 #include "kl_diag_rows.h"  // lanes<>()
@@ -71,8 +71,8 @@ struct alignas(64) BatchWork {  // every lane vector on a cache line of its own 
   static constexpr int W = lanes<A>();
   using V = Lanes<A, W>;
   static_assert(sizeof(V) == 64, "one cache line per lane vector");
-  V Lp[D * D], Lq[D * D], E[D * D], T[D * D];  // T: backward scratch (dLp, then S and dLq)
-  V b[D], y[D], rinv[D];  // rinv: 1 / Lq_ii (the tiled solves)
+  V Lp[D * D], Lq[D * D], E[D * D], T[D * D];  // T: backward scratch (X, dLp); Lp: then dLq
+  V b[D], y[D], rinv[D], dlp[D];  // rinv: 1 / Lq_ii (the tiled solves); dlp: E_ii / Lp_ii
   V bad, gr;
 };
 
@@ -189,12 +189,12 @@ __attribute__((target("avx512f"), noinline)) void store_tril_t16(const float* T,
 }
 
 // Register-tiled solves of the batch kernels (D >= 16, D % 4 == 0): the
-// recurrences of solve_e, tril_solve_lt and full_s on 4 x 4 tiles of lane
+// recurrences of solve_e, tril_solve_lt and xet_s on 4 x 4 tiles of lane
 // vectors held in 16 registers, so each k costs 8 vector loads for 16 FMAs
 // (the plain loops load and store an accumulator per FMA: at D = 64 the
 // 1 MB workspace is in L2 and that traffic is the bottleneck). Tiles write
 // whole 4-column slices, 0 above the diagonal, so E's upper entries inside
-// the diagonal tiles are exact zeros (full_s relies on that).
+// the diagonal tiles are exact zeros (xet_s relies on that).
 namespace lanes_tiled {
 
 constexpr int kT = 4;
@@ -296,30 +296,32 @@ GKL_LT_ENTRY void tril_solve_lt(const L64<A>* Lq, const L64<A>* rinv,
   }
 }
 
-// Lower triangle of S = E + E^T + E E^T + b b^T (full_s<false>): S_ij =
-// b_i b_j + E_ij + [i == j] E_ii + sum_{k <= j} E_ik E_jk. Reads E's
-// entries above the diagonal inside the diagonal tiles (zeros, solve_e).
+// Lower triangle of S = X + y b^T + diag(E_ii rinv_i) + X E^T (xet_s of
+// kl_full_row.h: -S = dLq): S_ij = y_i b_j + X_ij + [i == j] E_ii / Lq_ii +
+// sum_{k <= j} X_ik E_jk. Reads X's and E's entries above the diagonal
+// inside the diagonal tiles (zeros: solve_e, tril_solve_lt).
 template <int D, typename A>
-GKL_LT_ENTRY void full_s(const L64<A>* E, const L64<A>* b,
-                         L64<A>* S) {
+GKL_LT_ENTRY void xet_s(const L64<A>* X, const L64<A>* y, const L64<A>* E,
+                        const L64<A>* b, const L64<A>* rinv, L64<A>* S) {
   using V = typename LV<A>::type;
   for (int i0 = 0; i0 < D; i0 += kT) {
     for (int j0 = 0; j0 <= i0; j0 += kT) {
       V acc[kT][kT];
       for (int r = 0; r < kT; ++r) {
         const int i = i0 + r;
-        const V bi = ld(&b[i]);
+        const V yi = ld(&y[i]);
         for (int c = 0; c < kT; ++c) {
           const int j = j0 + c;
-          acc[r][c] = j <= i ? bi * ld(&b[j]) + ld(&E[i * D + j]) * A(i == j ? 2 : 1) : V{};
+          acc[r][c] = j <= i ? yi * ld(&b[j]) + ld(&X[i * D + j]) : V{};
+          if (i == j) acc[r][c] += ld(&E[i * D + i]) * ld(&rinv[i]);
         }
       }
       for (int k = 0; k < j0 + kT; ++k) {  // E_jk = 0 for k > j (exact zeros up to j0 + 3)
-        V ei[kT], ej[kT];
-        for (int r = 0; r < kT; ++r) ei[r] = ld(&E[(i0 + r) * D + k]);
+        V xi[kT], ej[kT];
+        for (int r = 0; r < kT; ++r) xi[r] = ld(&X[(i0 + r) * D + k]);
         for (int c = 0; c < kT; ++c) ej[c] = ld(&E[(j0 + c) * D + k]);
         for (int r = 0; r < kT; ++r) {
-          for (int c = 0; c < kT; ++c) acc[r][c] += ei[r] * ej[c];
+          for (int c = 0; c < kT; ++c) acc[r][c] += xi[r] * ej[c];
         }
       }
       for (int r = 0; r < kT; ++r) {
@@ -374,7 +376,7 @@ GKL_ALWAYS_INLINE void batch_load_tril(const FullRows& r, int side, int64_t row0
 }
 
 // The O(D^3) routines of a block: register-tiled (lanes_tiled) where the
-// block size and the CPU allow, the plain kl_math.h / full_s loops
+// block size and the CPU allow, the plain kl_math.h / xet_s loops
 // otherwise (as kl_full_row.h's *_rows for one row).
 template <typename A, int D>
 GKL_ALWAYS_INLINE bool batch_tiled() {
@@ -397,12 +399,12 @@ GKL_ALWAYS_INLINE void batch_tril_solve_lt(const BatchWork<A, D>& w, const V* R,
 #endif
   tril_solve_lt(w.Lq, R, X, D);
 }
-template <typename A, int D>
-GKL_ALWAYS_INLINE void batch_full_s(BatchWork<A, D>& w) {  // into T
+template <typename A, int D, typename V>
+GKL_ALWAYS_INLINE void batch_xet_s(const BatchWork<A, D>& w, V* S) {  // from X in T, y, E, b
 #ifdef GKL_HAVE_GATHER
-  if (batch_tiled<A, D>()) return lanes_tiled::full_s<D>(w.E, w.b, w.T);
+  if (batch_tiled<A, D>()) return lanes_tiled::xet_s<D>(w.T, w.y, w.E, w.b, w.rinv, S);
 #endif
-  full_s<false>(w.E, w.b, D, w.T);
+  xet_s(w.T, w.y, w.E, w.b, w.Lq, D, S);
 }
 
 // Fills Lp, Lq (identity without q), E = Lq^-1 (Lp - Lq), b = Lq^-1 delta
@@ -482,14 +484,14 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
     const int n = static_cast<int>(std::min<int64_t>(W, end - row0));
     batch_prepare<S, HasQ, D>(r, row0, n, w);
     for (int k = 0; k < W; ++k) w.gr.v[k] = static_cast<A>(g[(row0 + (k < n ? k : 0)) * gs]);
-    auto store_mat = [&](int out, A sign) {
+    auto store_mat = [&](int out, A sign, const typename BatchWork<A, D>::V* src) {
       S* dst = static_cast<S*>(o.grad[out]);
 #ifdef GKL_HAVE_GATHER
       if constexpr (std::is_same<S, float>::value && std::is_same<A, float>::value && (D * D) % 16 == 0) {
         if (tiled::available()) {
           A scale[W];
           for (int k = 0; k < W; ++k) scale[k] = sign * w.gr.v[k];
-          store_tril_t16<D>(&w.T[0].v[0], scale, o.col_major[out], dst + row0 * D * D, n);
+          store_tril_t16<D>(&src[0].v[0], scale, o.col_major[out], dst + row0 * D * D, n);
           return;
         }
       }
@@ -498,22 +500,23 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
         S* d = dst + (row0 + k) * D * D;
         for (int i = 0; i < D; ++i) {
           for (int j = 0; j < D; ++j) {
-            d[o.at(out, i, j, D)] = static_cast<S>(j <= i ? sign * w.gr.v[k] * w.T[i * D + j].v[k] : A(0));
+            d[o.at(out, i, j, D)] = static_cast<S>(j <= i ? sign * w.gr.v[k] * src[i * D + j].v[k] : A(0));
           }
         }
       }
     };
-    if (gmp || gmq) {
+    const bool gq = HasQ && o.grad[3];
+    if (gmp || gmq || gq) {
       for (int i = 0; i < D; ++i) w.y[i] = w.b[i];
       trsv_lower_t(w.Lq, w.y, D);  // y = Lq^-T b
-      for (int k = 0; k < n; ++k) {
+      for (int k = 0; k < n && (gmp || gmq); ++k) {
         for (int i = 0; i < D; ++i) {
           if (gmp) gmp[(row0 + k) * D + i] = static_cast<S>(-w.gr.v[k] * w.y[i].v[k]);
           if (gmq) gmq[(row0 + k) * D + i] = static_cast<S>(w.gr.v[k] * w.y[i].v[k]);
         }
       }
     }
-    if (o.grad[1]) {  // dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii)
+    if (o.grad[1] || gq) {  // X = tril(Lq^-T E) into T
       if (HasQ) {
         batch_tril_solve_lt(w, w.E, w.T);
       } else {  // Lq = I
@@ -521,13 +524,17 @@ GKL_ALWAYS_INLINE void batch_backward(const FullRows& r, const S* g, int64_t gs,
           for (int j = 0; j <= i; ++j) w.T[i * D + j] = w.E[i * D + j];
         }
       }
-      for (int i = 0; i < D; ++i) w.T[i * D + i] += w.E[i * D + i] / w.Lp[i * D + i];
-      store_mat(1, A(1));
     }
-    if (HasQ && o.grad[3]) {  // dLq = -tril(Lq^-T S)
-      batch_full_s(w);
-      batch_tril_solve_lt(w, w.T, w.T);
-      store_mat(3, A(-1));
+    if (o.grad[1]) {
+      for (int i = 0; i < D; ++i) w.dlp[i] = w.E[i * D + i] / w.Lp[i * D + i];
+    }
+    if (gq) {  // dLq = -xet_s, into Lp (of which only dlp was still needed)
+      batch_xet_s(w, w.Lp);
+      store_mat(3, A(-1), w.Lp);
+    }
+    if (o.grad[1]) {  // dLp = X + diag(E_ii / Lp_ii)
+      for (int i = 0; i < D; ++i) w.T[i * D + i] += w.dlp[i];
+      store_mat(1, A(1), w.T);
     }
   }
 }
