@@ -479,9 +479,9 @@ GKL_INLINE void full_row_backward(
     }
   }
 
-  // q: from S (diagonal q: only S_ii).
+  // Diagonal or cov q: from S (diagonal q: only S_ii); scale_tril q was done above.
   bool lq_inverted = false;
-  if (HasQ && gq) {
+  if (HasQ && gq && PQ != FullParam::ScaleTril) {
     if (kQDiag) {
       for (int i = 0; i < D; ++i) {
         const A* ei = w.E + i * D;
@@ -490,8 +490,6 @@ GKL_INLINE void full_row_backward(
         const A sdq = w.Lq[i * D + i];
         gq[i] = kl_store<S>(diag_std_chain(-g * s / sdq, sdq, r.diag_param));
       }
-    } else if (PQ == FullParam::ScaleTril) {
-      // done above (q_xet)
     } else {  // Cov: Lq <- Lq^-1 in place, then -Lq^-T S Lq^-1 / 2 (into T via E's storage)
       full_s_rows<true>(w.E, w.b, D, w.S, w.T);
       tri_inverse_lower(w.Lq, D);

@@ -7,7 +7,7 @@
 //   E = Lq^-1 (Lp - Lq): E_i = (Lp_i - Lq_i) / Lq_ii - sum_{k<i} (Lq_ik / Lq_ii) E_k,
 //     with b = Lq^-1 delta riding along in lane 15 (free above the diagonal);
 //   X = Lq^-T E:         X_j = (E_j - sum_{i>j} Lq_ij X_i) / Lq_jj, lane 15 y = Lq^-T b;
-//   dLq from X E^T (a product, no second solve; see backward_rows).
+//   dLq from X E^T (a product, no second solve: xet_s of kl_full_row.h).
 // Reads row-major or column-major matrices (lower triangle only, masked
 // loads; Lp - Lq transposed into rows once when column-major) and writes
 // the gradients in their inputs' layouts without transposing them (a
@@ -236,13 +236,9 @@ GKL_M16_ENTRY void forward_rows(const FullRows& r, float* out, int64_t begin, in
 
 // The gradients from X' = Lq^-T E' (rows; lane 15: y = Lq^-T b):
 //   d mu_q = -d mu_p = y,   dLp = tril(X) + diag(E_ii / Lp_ii),
-//   dLq = -tril(Lq^-T M), M = E + E^T + E E^T + b b^T
-//       = -tril(X + X E^T + y b^T) - diag(E_ii / Lq_ii),
-// since tril(U M) = tril(U tril(M)) for the upper triangular U = Lq^-T
-// (the lower triangle of U E^T is U diag(E)): one triangular product on X
-// instead of a second back substitution. Each matrix gradient is built as
-// rows or, for a column-major output, as columns (from X^T: no transpose
-// of the result).
+//   dLq = -tril(X + X E^T + y b^T) - diag(E_ii / Lq_ii)   (xet_s, kl_full_row.h).
+// Each matrix gradient is built as rows or, for a column-major output, as
+// columns (from X^T: no transpose of the result).
 template <bool HasQ, bool QCol>
 GKL_M16_ENTRY void backward_rows(const FullRows& r, const float* g, int64_t gs, const FullGradOut& o,
                                  int64_t begin, int64_t end) {
