@@ -127,11 +127,12 @@ def test_gradcheck_cov(device, D, q, gen):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
-@pytest.mark.parametrize("D", [5, 4, 16, 32, 64])
+@pytest.mark.parametrize("D", [5, 4, 16, 32, 33, 64, 130])
 def test_gradients_equal_torch(device, param, D, gen):
     """Against autograd through td.MultivariateNormal (symmetric part for cov),
     with grad_output != 1. B = 20: full and partial blocks of the CPU batch
-    kernels (D in 2, 3, 4, 8, 16, 32, 64)."""
+    kernels (D in 2, 3, 4, 8, 16, 32, 64); D = 33, 130: the per-row path with
+    register tiles (partial tiles), whose dLq is a triangular product."""
     B = 20
     mu_p, m_p, _ = inputs(param, (B,), D, gen, device=device)
     mu_q, m_q, _ = inputs(param, (B,), D, gen, device=device)

@@ -108,10 +108,12 @@ def test_every_pair_gradcheck(pk, qk, D, gen):
     assert torch.autograd.gradcheck(f, (lp, sp, lq, sq))
 
 
-@pytest.mark.parametrize("pk,qk", [("cov", "var"), ("logvar", "cov"), ("cov", "scale_tril"), ("scale_tril", "cov")])
-def test_mixed_cov_grads_match_torch(pk, qk, gen):
+@pytest.mark.parametrize("pk,qk", [("cov", "var"), ("logvar", "cov"), ("cov", "scale_tril"), ("scale_tril", "cov"),
+                                   ("std", "scale_tril")])
+@pytest.mark.parametrize("D", [5, 40])  # 40: the register-tiled per-row solves and products
+def test_mixed_cov_grads_match_torch(pk, qk, D, gen):
     """Covariance gradients equal torch's (symmetric part), others equal."""
-    B, D = 4, 5
+    B = 4
     p = make_side(pk, (B,), D, gen)
     q = make_side(qk, (B,), D, gen)
     leaves = [t.clone().requires_grad_() for t in (p[0].loc, p[0].scale, q[0].loc, q[0].scale)]
