@@ -63,7 +63,7 @@ void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, cons
 }  // namespace
 
 int64_t kl_full_cuda_ws_per_thread(int64_t dim) {
-  return 5 * dim * dim + 3 * dim;
+  return FullWork<float>::size(dim);  // elements of one row's workspace (any A)
 }
 
 // ws_threads must be a multiple of kThreads (the launcher rounds it).
