@@ -2,11 +2,15 @@
 // the backward node calls the native backward op with the mask of the
 // gradients autograd asks for. (torch.library's Python autograd wrapper cost
 // ~40 us per forward and ~150 us per backward call, more than the kernels at
-// small batches.) Second derivatives: the backward ops are called through the
-// dispatcher, so their own autograd formulas (Python, _ops.py: the diagonal
-// double backward, the full/mixed "not implemented" error) apply under
-// create_graph=True. Fake kernels stay in _ops.py.
+// small batches.) Second derivatives: under create_graph=True (grad mode on
+// in the backward) the backward ops are called through the dispatcher, so
+// their own autograd formulas (Python, _ops.py: the diagonal double
+// backward, the full/mixed "not implemented" error) apply; otherwise they
+// are called below autograd, straight to the kernels (their Python autograd
+// kernel would only redispatch there, at ~20 us and a GIL round trip per
+// call). Fake kernels stay in _ops.py.
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -40,7 +44,13 @@ variable_list native_backward(AutogradContext* ctx, int nargs,
                               has_q && ctx->needs_input_grad(2), has_q && ctx->needs_input_grad(3)};
   variable_list out(nargs);
   if (!(mask[0] || mask[1] || mask[2] || mask[3])) return out;
-  Grads g = call(saved, mask);
+  Grads g;
+  if (at::GradMode::is_enabled()) {  // create_graph=True: record the backward op
+    g = call(saved, mask);
+  } else {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    g = call(saved, mask);
+  }
   if (mask[0]) out[0] = std::get<0>(g);
   if (mask[1]) out[1] = std::get<1>(g);
   if (mask[2]) out[2] = std::get<2>(g);
