@@ -201,7 +201,7 @@ std::vector<at::Tensor> alloc_full_grads(
   bool col[4] = {false, false, false, false};
   for (int k = 0; k < 2; ++k) {
     const at::Tensor& m = prob.m[k];
-    col[2 * k + 1] = mask[2 * k + 1] && (k == 0 || has_q) && prob.kind[k] != FullParam::Diag && D >= 2 &&
+    col[2 * k + 1] = mask[2 * k + 1] && prob.kind[k] != FullParam::Diag && D >= 2 &&
                      m.defined() && (m.size(0) <= 1 || m.stride(0) == D * D) && m.stride(1) == 1 &&
                      m.stride(2) == D;
   }

@@ -257,10 +257,11 @@ GKL_M16_ENTRY void backward_rows(const FullRows& r, const float* g, int64_t gs, 
 #pragma GCC unroll 16
     for (int i = 0; i < D; ++i) X[i] = p.E[i];
     solve_lt<HasQ, QCol>(w, X);
+    const bool dlq_cols = HasQ && gLq && lq_col;  // (the only reader of Es)
 #pragma GCC unroll 16
     for (int i = 0; i < D; ++i) {
       _mm512_store_ps(w.Xs + i * D, X[i]);
-      _mm512_store_ps(w.Es + i * D, p.E[i]);
+      if (dlq_cols) _mm512_store_ps(w.Es + i * D, p.E[i]);
     }
     from_memory();
     // E_ii / Lq_ii; lane 15 is X_15,15 (Lq^-T is upper triangular), which
@@ -280,7 +281,7 @@ GKL_M16_ENTRY void backward_rows(const FullRows& r, const float* g, int64_t gs, 
     }
     if (HasQ && gLq) {
       Rows S;
-      if (lq_col) {  // column j: X_:j + b_j y + sum_{k<=j} E_jk X_:k, lanes i >= j
+      if (dlq_cols) {  // column j: X_:j + b_j y + sum_{k<=j} E_jk X_:k, lanes i >= j
         const __m512 y = XT[D - 1];
 #pragma GCC unroll 16
         for (int j = 0; j < D; ++j) {
