@@ -47,13 +47,22 @@ MIXED_SHAPES_CUDA_QUICK = [(1 << 17, 16), (1 << 15, 64)]
 
 
 def git_sha() -> str:
+    """HEAD's short sha, with "+dirty" when tracked files other than
+    bench/results/ differ from it (the numbers are then of uncommitted code)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> str:
+        return subprocess.check_output(["git", *args], cwd=here, stderr=subprocess.DEVNULL, text=True)
+
     try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.check_output(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, stderr=subprocess.DEVNULL, text=True
-        ).strip()
+        sha = git("rev-parse", "--short", "HEAD").strip()
     except Exception:
         return "unknown"
+    try:
+        changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    except Exception:
+        return sha
+    return sha + "+dirty" if any(not p.startswith("bench/results/") for p in changed) else sha
 
 
 def device_name(device: str) -> str:
