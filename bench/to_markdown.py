@@ -17,6 +17,12 @@ def table(path: str) -> str:
                         for op in sorted({r["op"] for r in all_rows}))
 
 
+def duration(ms: float) -> str:
+    """Milliseconds with two decimals; microseconds below 0.1 ms (small
+    batches would otherwise all read 0.02 ms)."""
+    return f"{ms * 1e3:.0f} µs" if ms < 0.1 else f"{ms:.2f} ms"
+
+
 def op_table(rows) -> str:
     provs = [p for p in PROVIDERS if any(r["provider"] == p for r in rows)]
     out = [f"**{rows[0]['op']}**\n", "| B×D | mode | " + " | ".join(provs) + " |", "|---|---|" + "---|" * len(provs)]
@@ -27,7 +33,7 @@ def op_table(rows) -> str:
             keys.append(k)
     for k in keys:
         rs = {r["provider"]: r for r in rows if (r["B"], r["D"], r["mode"]) == k}
-        cells = [f"{rs[p]['median_ms']:.2f} ms" + ("" if p == "gkl" else f" ({rs[p]['gkl_speedup']:.1f}×)")
+        cells = [duration(rs[p]["median_ms"]) + ("" if p == "gkl" else f" ({rs[p]['gkl_speedup']:.1f}×)")
                  for p in provs]
         out.append(f"| {k[0]}×{k[1]} | {k[2]} | " + " | ".join(cells) + " |")
     r0 = rows[0]
