@@ -1,6 +1,7 @@
 """PNG plots of benchmark rows: achieved GB/s vs problem size for the
 diagonal KL (with the measured copy bandwidth drawn as the ceiling), and the
-speed-up of gkl over torch.distributions vs D for the full covariance."""
+speed-up of gkl over torch.distributions vs D for the full covariance, with
+torch.distributions' time over the read floor's (a ceiling for the forward)."""
 
 import os
 from typing import List
@@ -44,6 +45,14 @@ def plot_results(rows: List[dict], out_dir: str, tag: str) -> List[str]:
             pts = sorted((r["D"], r["gkl_speedup"]) for r in full
                          if r["mode"] == mode and r["provider"] == "torch.distributions")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{mode} vs td")
+        # td's time over the read floor's: the forward speed-up of anything
+        # that only reads its inputs, at torch's rate.
+        med = {(r["D"], r["provider"]): r["median_ms"] for r in full if r["mode"] == "fwd"}
+        pts = sorted((D, med[(D, "torch.distributions")] / m) for (D, p), m in med.items()
+                     if p == "read floor (torch.sum)" and (D, "torch.distributions") in med)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color="gray", linestyle=":",
+                    label="td / read floor (fwd)")
         ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

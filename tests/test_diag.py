@@ -462,7 +462,31 @@ def test_bench_runs_and_writes_results(tmp_path):
                        "--out", str(tmp_path), "--tag", "t"])
     assert {r["provider"] for r in rows} >= {"torch.distributions", "eager closed form", "gkl"}
     assert all(r["median_ms"] > 0 for r in rows)
+    # The read floor is timed with the forward rows only, once per shape.
+    floor = [r for r in rows if r["provider"] == bench.READ_FLOOR]
+    assert sorted((r["B"], r["D"], r["mode"]) for r in floor) == [(16, 40, "fwd"), (64, 8, "fwd")]
     assert (tmp_path / "t.csv").exists() and (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "mixed"])
+def test_bench_read_floor_reads_the_bytes_counted(kind):
+    """The read floor sums exactly the tensors gkl reads: as many bytes as
+    the rows' GB/s count, each input once."""
+    from gaussian_kl_cuda import bench
+
+    B, D = 5, 3
+    make_inputs = {"diag": lambda: bench.diag_inputs(B, D, torch.float32, "cpu", "logvar", False,
+                                                     torch.Generator().manual_seed(0)),
+                   "full": lambda: bench.full_inputs(B, D, torch.float32, "cpu", False,
+                                                     torch.Generator().manual_seed(0)),
+                   "mixed": lambda: bench.mixed_inputs(B, D, torch.float32, "cpu", False,
+                                                       torch.Generator().manual_seed(0))}
+    x = make_inputs[kind]()
+    ts = bench.gkl_inputs(kind, x, "logvar")
+    assert len({id(t) for t in ts}) == 4
+    assert sum(t.numel() for t in ts) == bench.set_elements(kind, B, D)
+    if kind == "diag":
+        assert ts[1] is x["lv_p"] and ts[3] is x["lv_q"]
 
 
 @pytest.mark.parametrize("device", DEVICES)
