@@ -34,7 +34,8 @@ def op_table(rows) -> str:
             keys.append(k)
     for k in keys:
         rs = {r["provider"]: r for r in rows if (r["B"], r["D"], r["mode"]) == k}
-        cells = [duration(rs[p]["median_ms"]) + ("" if p == "gkl" else f" ({rs[p]['gkl_speedup']:.1f}×)")
+        cells = ["–" if p not in rs else
+                 duration(rs[p]["median_ms"]) + ("" if p == "gkl" else f" ({rs[p]['gkl_speedup']:.1f}×)")
                  for p in provs]
         out.append(f"| {k[0]}×{k[1]} | {k[2]} | " + " | ".join(cells) + " |")
     r0 = rows[0]
