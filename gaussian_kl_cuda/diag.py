@@ -71,7 +71,7 @@ def kl_diag(
             f"{'mu_q' if s_q is None else 's_q'} alone"
         )
     given = [mu_p, s_p] if mu_q is None else [mu_p, s_p, mu_q, s_q]
-    if _checks.uniform_dtype(given) is not None and all(t.shape == mu_p.shape for t in given):
+    if isinstance(mu_p, torch.Tensor) and _checks.common_call(given, [mu_p.shape] * len(given)):
         args = given  # the common call: one dtype, device and shape
     else:
         named = [("mu_p", mu_p), ("s_p", s_p)]
@@ -85,5 +85,5 @@ def kl_diag(
         args = [t if tuple(t.shape) == shape else t.expand(shape) for t in args]
     if len(args) == 2:
         args += [None, None]
-    out = ops.kl_diag(*args, param, bool(check))
+    out = ops.kl_diag.default(*args, param, bool(check))
     return _checks.reduce(out, reduction)

@@ -57,10 +57,17 @@ def kl_full(
     _checks.check_choice(fn, "reduction", reduction, _checks.REDUCTIONS)
     if (mu_q is None) != (m_q is None):
         raise ValueError(f"{fn}: pass both mu_q and m_q, or neither (q = N(0, I))")
-    sides = [("mu_p", mu_p, "m_p", m_p, False)]
-    if mu_q is not None:
-        sides.append(("mu_q", mu_q, "m_q", m_q, False))
-    _, views = _checks.broadcast_sides(fn, sides, f"param={param!r}")
-    args = [views[0][0], views[0][1]] + (list(views[1]) if len(views) == 2 else [None, None])
-    out = ops.kl_full(*args, param, bool(check))
+    given = [mu_p, m_p] if mu_q is None else [mu_p, m_p, mu_q, m_q]
+    shape = mu_p.shape if isinstance(mu_p, torch.Tensor) else None
+    if shape is not None and _checks.common_call(given, [shape, shape + shape[-1:]] * (len(given) // 2)):
+        args = given  # the common call: one dtype, device and batch shape
+    else:
+        sides = [("mu_p", mu_p, "m_p", m_p, False)]
+        if mu_q is not None:
+            sides.append(("mu_q", mu_q, "m_q", m_q, False))
+        _, views = _checks.broadcast_sides(fn, sides, f"param={param!r}")
+        args = [t for side in views for t in side]
+    if len(args) == 2:
+        args += [None, None]
+    out = ops.kl_full.default(*args, param, bool(check))
     return _checks.reduce(out, reduction)

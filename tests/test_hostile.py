@@ -194,7 +194,7 @@ def test_wrong_dtypes_devices_shapes():
 
 def test_uniform_fast_path_matches_checked_path():
     """Inputs of one dtype, device and batch shape skip the Python broadcast
-    checks (uniform_dtype); the same values through the checked path (a q
+    checks (common_call); the same values through the checked path (a q
     given as a broadcast [1, ...] batch, or in float64 and promoted) give the
     same KL, and a tensor subclass (nn.Parameter) takes the fast path."""
     from gaussian_kl_cuda import _checks
@@ -207,10 +207,17 @@ def test_uniform_fast_path_matches_checked_path():
     L_q = torch.linalg.cholesky(rand_spd((1,), D, g)).float()
     same = dict(mu_q=mu_q.expand(B, D).contiguous(), s_q=s_q.expand(B, D).contiguous(),
                 L_q=L_q.expand(B, D, D).contiguous())
-    assert _checks.uniform_dtype([mu_p, s_p, same["mu_q"], same["s_q"]]) is torch.float32
-    assert _checks.uniform_dtype([mu_p, s_p.double()]) is None
-    assert _checks.uniform_dtype([mu_p, [1.0]]) is None
-    assert _checks.uniform_dtype([torch.nn.Parameter(mu_p)]) is torch.float32
+    sh, sq = mu_p.shape, L_p.shape
+    assert _checks.common_call([mu_p, s_p, same["mu_q"], same["s_q"]], [sh] * 4)
+    assert _checks.common_call([mu_p, L_p, same["mu_q"], same["L_q"]], [sh, sq] * 2)
+    assert not _checks.common_call([mu_p, L_p, mu_q, L_q], [sh, sq] * 2)  # q of batch 1
+    assert not _checks.common_call([mu_p, s_p.double()], [sh] * 2)
+    assert not _checks.common_call([mu_p, s_p.int()], [sh] * 2)
+    assert not _checks.common_call([mu_p.int(), s_p.int()], [sh] * 2)
+    assert not _checks.common_call([mu_p, [1.0]], [sh] * 2)
+    assert not _checks.common_call([mu_p.sum(), s_p.sum()], [(), ()])  # no event dimension
+    assert _checks.common_call([torch.nn.Parameter(mu_p)], [sh])
+    assert not _checks.common_call([mu_p.to("meta"), s_p.to("meta")], [sh] * 2)
     for param in ("std", "var"):
         fast = gkl.kl_diag(mu_p, s_p, same["mu_q"], same["s_q"], param=param)
         torch.testing.assert_close(gkl.kl_diag(mu_p, s_p, mu_q, s_q, param=param), fast, rtol=0, atol=0)
