@@ -219,19 +219,32 @@ def full_inputs(B: int, D: int, dtype, device, requires_grad: bool, gen):
 
 
 def full_providers(x) -> Dict[str, Callable[[], torch.Tensor]]:
-    mp, mq, Lp, Lq = x["mu_p"], x["mu_q"], x["L_p"], x["L_q"]
+    """Both sides scale_tril, or p only (prior_inputs: q = N(0, I), which
+    torch.distributions gets as an explicit zero mean and identity factor)."""
+    mp, Lp = x["mu_p"], x["L_p"]
+    q = (x["mu_q"], x["L_q"]) if "mu_q" in x else ()
+    D = mp.shape[-1]
+    mq, Lq = q or (torch.zeros(D, dtype=mp.dtype, device=mp.device),
+                   torch.eye(D, dtype=mp.dtype, device=mp.device))
+
+    def td_kl(validate: bool):
+        return lambda: td.kl_divergence(
+            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=validate),
+            td.MultivariateNormal(mq, scale_tril=Lq, validate_args=validate),
+        )
+
     return {
-        "torch.distributions": lambda: td.kl_divergence(
-            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=False),
-            td.MultivariateNormal(mq, scale_tril=Lq, validate_args=False),
-        ),
-        "torch.distributions(validate)": lambda: td.kl_divergence(
-            td.MultivariateNormal(mp, scale_tril=Lp, validate_args=True),
-            td.MultivariateNormal(mq, scale_tril=Lq, validate_args=True),
-        ),
-        "gkl": lambda: gkl.kl_full(mp, Lp, mq, Lq, param="scale_tril", check=False),
-        "gkl(check)": lambda: gkl.kl_full(mp, Lp, mq, Lq, param="scale_tril"),
+        "torch.distributions": td_kl(False),
+        "torch.distributions(validate)": td_kl(True),
+        "gkl": lambda: gkl.kl_full(mp, Lp, *q, param="scale_tril", check=False),
+        "gkl(check)": lambda: gkl.kl_full(mp, Lp, *q, param="scale_tril"),
     }
+
+
+def prior_inputs(B: int, D: int, dtype, device, requires_grad: bool, gen):
+    """A full-covariance p only: the KL against q = N(0, I) (a VAE's KL term)."""
+    x = full_inputs(B, D, dtype, device, requires_grad, gen)
+    return dict(mu_p=x["mu_p"], L_p=x["L_p"])
 
 
 def mixed_inputs(B: int, D: int, dtype, device, requires_grad: bool, gen):
@@ -280,6 +293,8 @@ def gkl_inputs(kind: str, x: dict, param: str) -> List[torch.Tensor]:
     if kind == "diag":
         side = "std" if param == "std" else "lv"
         return [x["mu_p"], x[side + "_p"], x["mu_q"], x[side + "_q"]]
+    if kind == "prior":
+        return [x["mu_p"], x["L_p"]]
     return [x["mu_p"], x["L_p"], x["mu_q"], x["L_q" if kind == "full" else "std_q"]]
 
 
@@ -289,6 +304,8 @@ def set_elements(kind: str, B: int, D: int) -> int:
         return 4 * B * D
     if kind == "mixed":
         return B * D * D + 3 * B * D
+    if kind == "prior":
+        return B * D * (D + 1)
     return 2 * B * D * (D + 1)
 
 
@@ -322,6 +339,9 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
         elif kind == "mixed":
             x = mixed_inputs(B, D, dtype, device, need_grad, gen)
             sets.append((x, mixed_providers(x, args.compile)))
+        elif kind == "prior":
+            x = prior_inputs(B, D, dtype, device, need_grad, gen)
+            sets.append((x, full_providers(x)))
         else:
             x = full_inputs(B, D, dtype, device, need_grad, gen)
             sets.append((x, full_providers(x)))
@@ -331,7 +351,7 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
         # forward speed-up any implementation reading at torch's rate gets.
         for x, p in sets:
             p[READ_FLOOR] = lambda ts=gkl_inputs(kind, x, param): [t.sum() for t in ts]
-    if kind == "full":
+    if kind in ("full", "prior"):
         param = "scale_tril"
     elif kind == "mixed":
         param = "scale_tril|std"
@@ -413,7 +433,7 @@ def run_case(kind, B, D, dtype, device, mode, param, args, copy_bw, sha, matmul=
     flops = full_flops(B, D, mode) if kind == "full" else 0.0
     for name, s in samples.items():
         row = dict(
-            op=f"kl_{kind}", provider=name, mode=mode, param=param, B=B, D=D,
+            op="kl_full (q = N(0, I))" if kind == "prior" else f"kl_{kind}", provider=name, mode=mode, param=param, B=B, D=D,
             dtype=str(dtype).replace("torch.", ""), median_ms=med[name] * 1e3,
             p20_ms=percentile(s, 0.2) * 1e3, p80_ms=percentile(s, 0.8) * 1e3,
             gbps=nbytes / med[name] / 1e9, copy_gbps=copy_bw,
@@ -469,8 +489,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
-    p.add_argument("--kind", default="diag", choices=["diag", "full", "mixed", "all"],
-                   help="diag, full (scale_tril inputs), mixed (scale_tril p vs std q) or all")
+    p.add_argument("--kind", default="diag", choices=["diag", "full", "prior", "mixed", "all"],
+                   help="diag, full (scale_tril inputs), prior (scale_tril p vs q = N(0, I)), "
+                        "mixed (scale_tril p vs std q) or all")
     p.add_argument("--mode", default="all", choices=["fwd", "bwd", "fwd+bwd", "all"],
                    help="all = fwd and fwd+bwd")
     p.add_argument("--param", default="std", choices=["std", "logvar"],
@@ -493,7 +514,7 @@ def main(argv=None) -> List[dict]:
     dtype = getattr(torch, args.dtype)
     if args.rounds is None:
         args.rounds = 7 if args.quick else 15
-    kinds = ["diag", "full", "mixed"] if args.kind == "all" else [args.kind]
+    kinds = ["diag", "full", "prior", "mixed"] if args.kind == "all" else [args.kind]
     modes = ["fwd", "fwd+bwd"] if args.mode == "all" else [args.mode]
     sha = git_sha()
     copy_bw = measure_copy_bandwidth(args.device)
@@ -511,6 +532,8 @@ def main(argv=None) -> List[dict]:
                 ("diag", "cuda"): (DIAG_SHAPES_CUDA_QUICK, DIAG_SHAPES_CUDA),
                 ("full", "cpu"): (FULL_SHAPES_CPU_QUICK, FULL_SHAPES_CPU),
                 ("full", "cuda"): (FULL_SHAPES_CUDA_QUICK, FULL_SHAPES_CUDA),
+                ("prior", "cpu"): (FULL_SHAPES_CPU_QUICK, FULL_SHAPES_CPU),
+                ("prior", "cuda"): (FULL_SHAPES_CUDA_QUICK, FULL_SHAPES_CUDA),
                 ("mixed", "cpu"): (MIXED_SHAPES_CPU_QUICK, MIXED_SHAPES_CPU),
                 ("mixed", "cuda"): (MIXED_SHAPES_CUDA_QUICK, MIXED_SHAPES_CUDA),
             }[(kind, args.device)]

@@ -468,7 +468,7 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert (tmp_path / "t.csv").exists() and (tmp_path / "t.json").exists()
 
 
-@pytest.mark.parametrize("kind", ["diag", "full", "mixed"])
+@pytest.mark.parametrize("kind", ["diag", "full", "prior", "mixed"])
 def test_bench_read_floor_reads_the_bytes_counted(kind):
     """The read floor sums exactly the tensors gkl reads: as many bytes as
     the rows' GB/s count, each input once."""
@@ -479,11 +479,13 @@ def test_bench_read_floor_reads_the_bytes_counted(kind):
                                                      torch.Generator().manual_seed(0)),
                    "full": lambda: bench.full_inputs(B, D, torch.float32, "cpu", False,
                                                      torch.Generator().manual_seed(0)),
+                   "prior": lambda: bench.prior_inputs(B, D, torch.float32, "cpu", False,
+                                                       torch.Generator().manual_seed(0)),
                    "mixed": lambda: bench.mixed_inputs(B, D, torch.float32, "cpu", False,
                                                        torch.Generator().manual_seed(0))}
     x = make_inputs[kind]()
     ts = bench.gkl_inputs(kind, x, "logvar")
-    assert len({id(t) for t in ts}) == 4
+    assert len({id(t) for t in ts}) == (2 if kind == "prior" else 4)
     assert sum(t.numel() for t in ts) == bench.set_elements(kind, B, D)
     if kind == "diag":
         assert ts[1] is x["lv_p"] and ts[3] is x["lv_q"]

@@ -402,8 +402,8 @@ def test_large_d_row_path(dtype, D, pair, gen):
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
 def test_float32_scale_tril_kernels(D, layout, q, gen):
     """float32 scale_tril at the sizes with AVX-512 kernels (D = 16: one
-    vector per matrix row; 32, 64: register-tiled batch solves and slice
-    transposes; the plain batch kernels elsewhere): row- and column-major
+    vector per matrix row; 32, 64: two and four; the batch kernels for a
+    strided mean, and elsewhere): row- and column-major
     factors, strided means, per-row, shared and no q; garbage in the ignored
     upper triangle; forward and every gradient (all requested and one at a
     time) against td.MultivariateNormal in float64 on the same float32

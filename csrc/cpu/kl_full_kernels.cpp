@@ -12,6 +12,7 @@
 #include "kl_diag_rows.h"  // GKL_CPU_CLONES
 #include "kl_full_batch.h"
 #include "kl_full_mat16.h"
+#include "kl_full_matn.h"
 #include "kl_full_kernels.h"
 
 namespace gaussian_kl {
@@ -81,12 +82,18 @@ GKL_CPU_CLONES void backward_chunk(const FullRows& r, const S* g, int64_t gs, co
 }
 
 // scale_tril with a small compile-time D: W rows per vector (kl_full_batch.h),
-// or one vector per matrix row for float D = 16 (kl_full_mat16.h).
+// or one vector per matrix row for float D = 16 (kl_full_mat16.h), D / 16
+// for float D = 32, 64 (kl_full_matn.h).
 template <typename S, bool HasQ, int DC>
 GKL_CPU_CLONES void forward_chunk_batch(const FullRows& r, S* o, int64_t begin, int64_t end) {
 #ifdef GKL_HAVE_MAT16
   if constexpr (std::is_same<S, float>::value && DC == mat16::D) {
     if (mat16::usable(r)) return mat16::forward<HasQ>(r, o, begin, end);
+  }
+#endif
+#ifdef GKL_HAVE_MATN
+  if constexpr (std::is_same<S, float>::value && (DC == 32 || DC == 64)) {
+    if (matn::usable(r)) return matn::forward<DC / 16, HasQ>(r, o, begin, end);
   }
 #endif
   batch_forward<S, HasQ, DC>(r, o, begin, end);
@@ -98,6 +105,11 @@ GKL_CPU_CLONES void backward_chunk_batch(const FullRows& r, const S* g, int64_t 
 #ifdef GKL_HAVE_MAT16
   if constexpr (std::is_same<S, float>::value && DC == mat16::D) {
     if (mat16::usable(r)) return mat16::backward<HasQ>(r, g, gs, o, begin, end);
+  }
+#endif
+#ifdef GKL_HAVE_MATN
+  if constexpr (std::is_same<S, float>::value && (DC == 32 || DC == 64)) {
+    if (matn::usable(r)) return matn::backward<DC / 16, HasQ>(r, g, gs, o, begin, end);
   }
 #endif
   batch_backward<S, HasQ, DC>(r, g, gs, o, begin, end);
