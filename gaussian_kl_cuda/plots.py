@@ -6,6 +6,8 @@ torch.distributions' time over the read floor's (a ceiling for the forward)."""
 import os
 from typing import List
 
+from .bench import READ_FLOOR
+
 
 def plot_results(rows: List[dict], out_dir: str, tag: str) -> List[str]:
     try:
@@ -49,7 +51,7 @@ def plot_results(rows: List[dict], out_dir: str, tag: str) -> List[str]:
         # that only reads its inputs, at torch's rate.
         med = {(r["D"], r["provider"]): r["median_ms"] for r in full if r["mode"] == "fwd"}
         pts = sorted((D, med[(D, "torch.distributions")] / m) for (D, p), m in med.items()
-                     if p == "read floor (torch.sum)" and (D, "torch.distributions") in med)
+                     if p == READ_FLOOR and (D, "torch.distributions") in med)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="gray", linestyle=":",
                     label="td / read floor (fwd)")

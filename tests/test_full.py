@@ -8,7 +8,7 @@ import torch.distributions as td
 
 import gaussian_kl_cuda as gkl
 from _reference import kl_full_ref, rand_spd
-from conftest import DEVICES
+from conftest import CUDA_REASON, DEVICES, HAS_CUDA
 
 
 def rand_mu(shape, D, gen, dtype=torch.float64):
@@ -123,6 +123,105 @@ def test_gradcheck_cov(device, D, q, gen):
         return gkl.kl_full(*a, param="cov")
 
     assert torch.autograd.gradcheck(fn, args)
+
+
+def _tril_grads_ref(mu_p, L_p, mu_q, L_q, w):
+    """float64 autograd through td.MultivariateNormal: KL and the gradients
+    of sum(w * KL) (lower triangles for the factors); q None = N(0, I)."""
+    ts = [t.detach().cpu().double().requires_grad_() for t in (mu_p, L_p) + ((mu_q, L_q) if mu_q is not None else ())]
+    D = ts[0].shape[-1]
+    p = td.MultivariateNormal(ts[0], scale_tril=ts[1])
+    if mu_q is None:
+        q = td.MultivariateNormal(torch.zeros(D, dtype=torch.float64), scale_tril=torch.eye(D, dtype=torch.float64))
+    else:
+        q = td.MultivariateNormal(ts[2], scale_tril=ts[3])
+    kl = td.kl_divergence(p, q)
+    (kl * w.cpu().double()).sum().backward()
+    return kl.detach(), [t.grad.tril() if i % 2 else t.grad for i, t in enumerate(ts)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("D", [6, 13, 20, 31])
+@pytest.mark.parametrize("q", ["full", "shared", "prior"])
+@pytest.mark.parametrize("layout", ["row", "col"])
+def test_scale_tril_between_specialised_sizes(device, dtype, D, q, layout, gen):
+    """D between the specialised sizes, row- and column-major factors (the
+    gradient keeps the layout), q per row, shared or N(0, I), forward and every
+    gradient against float64 autograd through td. On CUDA these run on lane
+    groups padded to G = 8, 16, 32 (kl_full_group.h); B = 37 leaves groups
+    past the last row. bfloat16: against the reference on the rounded inputs."""
+    B = 37
+    tril = lambda t: (t.mT.contiguous().mT if layout == "col" else t).to(device, dtype)
+    mu_p, _, S_p = inputs("scale_tril", (B,), D, gen)
+    L_p = torch.linalg.cholesky(S_p)
+    args = [mu_p.to(device, dtype), tril(L_p)]
+    if q != "prior":
+        mu_q, _, S_q = inputs("scale_tril", (B,) if q == "full" else (), D, gen)
+        args += [mu_q.to(device, dtype), tril(torch.linalg.cholesky(S_q))]
+    if layout == "col":
+        assert args[1].stride()[-2:] == (1, D)
+    w = (torch.rand(B, generator=gen, dtype=torch.float64) + 0.5).to(dtype).double()
+    ours = [a.clone().requires_grad_() for a in args]  # clone keeps the strides
+    out = gkl.kl_full(*ours, param="scale_tril")
+    (out * w.to(device, dtype)).sum().backward()
+    rounded = [a.detach().double() for a in args]
+    kl, grads = _tril_grads_ref(rounded[0], rounded[1], *(rounded[2:] if q != "prior" else (None, None)), w)
+    assert out.dtype == dtype and out.shape == (B,)
+    rtol = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(out.detach().cpu().double(), kl, rtol=rtol, atol=rtol)
+    gtol = {torch.float64: 1e-9, torch.float32: 2e-3, torch.bfloat16: 3e-2}[dtype]
+    if layout == "col":
+        assert ours[1].grad.stride()[-2:] == (1, D)
+    for i, (a, g) in enumerate(zip(ours, grads)):
+        got = a.grad.cpu().double()
+        if i % 2:
+            assert torch.all(got.triu(1) == 0)
+        scale = g.abs().max().item()
+        torch.testing.assert_close(got, g, rtol=gtol, atol=gtol * scale)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("D", [6, 13, 20])
+@pytest.mark.parametrize("q", ["full", "shared", "prior"])
+def test_cov_between_specialised_sizes(device, dtype, D, q, gen):
+    """cov forward between the specialised sizes (on CUDA: factored inside a
+    lane group) against the float64 reference; with check=False an indefinite
+    row is NaN and every other row is right."""
+    B = 37
+    mu_p, S_p, _ = inputs("cov", (B,), D, gen, dtype, device)
+    args, ref_q = [mu_p, S_p], ()
+    if q != "prior":
+        mu_q, S_q, _ = inputs("cov", (B,) if q == "full" else (), D, gen, dtype, device)
+        args, ref_q = args + [mu_q, S_q], (mu_q.cpu(), S_q.cpu())
+    ref = kl_full_ref(mu_p.cpu(), S_p.cpu(), *ref_q)
+    tol = 1e-9 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(gkl.kl_full(*args, param="cov").cpu().double(), ref, rtol=tol, atol=tol)
+    bad = S_p.clone()
+    bad[5, D - 1, D - 1] = -1.0
+    out = gkl.kl_full(mu_p, bad, *args[2:], param="cov", check=False).cpu().double()
+    assert torch.isnan(out[5]) and not torch.isnan(out[torch.arange(B) != 5]).any()
+    keep = torch.arange(B) != 5
+    torch.testing.assert_close(out[keep], ref[keep], rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_REASON)
+@pytest.mark.parametrize("D", [7, 20])
+def test_cuda_many_rows_equal_cpu(D, gen):
+    """More rows than the lane-group grid holds (warps stride over the rest):
+    the CUDA result equals the CPU one row for row, forward and gradients."""
+    B = 40000 if D <= 8 else 9000
+    mu_p, L_p, _ = inputs("scale_tril", (B,), D, gen, torch.float32)
+    mu_q, L_q, _ = inputs("scale_tril", (B,), D, gen, torch.float32)
+    res = {}
+    for dev in ("cpu", "cuda"):
+        ts = [t.to(dev).requires_grad_() for t in (mu_p, L_p, mu_q, L_q)]
+        out = gkl.kl_full(*ts, param="scale_tril")
+        out.sum().backward()
+        res[dev] = [out.detach().cpu()] + [t.grad.cpu() for t in ts]
+    for a, b in zip(res["cuda"], res["cpu"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,11 +1,15 @@
-// CUDA kernels of the full-covariance KL: one thread per batch element
-// running the same row code as the CPU (kl_full_row.h), on a per-thread
-// workspace in global memory. Correct for any D; this is the general path
-// (size-specialised register/shared-memory kernels are future work).
+// CUDA kernels of the full-covariance KL.
+// - kl_full with D <= 32 (scale_tril forward and backward, cov forward):
+//   lane groups, kl_full_group_kernels.cu.
+// - everything else: one thread per batch element running the same row code
+//   as the CPU (kl_full_row.h) on a per-thread workspace in global memory.
+//   Correct for any D (blocked/shared-memory kernels for large D are future
+//   work).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../kl_full_group.h"  // group::usable
 #include "../kl_full_row.h"
 #include "half_convert.cuh"
 #include "kl_full_kernels.h"
@@ -52,18 +56,14 @@ void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, cons
       dispatch_mixed_variant(pp, pq, [&](auto p, auto q) { f(tag, p, q, std::true_type{}); });
     }
   };
-  switch (kind) {
-    case ScalarKind::Float: with_variant(float{}); break;
-    case ScalarKind::Double: with_variant(double{}); break;
-    case ScalarKind::Half: with_variant(__half{}); break;
-    case ScalarKind::BFloat16: with_variant(__nv_bfloat16{}); break;
-  }
+  dispatch_kind(kind, with_variant);
 }
 
 }  // namespace
 
-int64_t kl_full_cuda_ws_per_thread(int64_t dim) {
-  return FullWork<float>::size(dim);  // elements of one row's workspace (any A)
+int64_t kl_full_cuda_ws_per_thread(FullParam pp, FullParam pq, const FullRows& r, bool backward) {
+  if (group::usable(pp, pq, r, backward)) return 0;
+  return FullWork<float>::size(r.dim);  // elements of one row's workspace (any A)
 }
 
 // ws_threads must be a multiple of kThreads (the launcher rounds it).
@@ -71,8 +71,9 @@ cudaError_t kl_full_forward_cuda_launch(
     ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, void* out, void* ws,
     int64_t ws_threads, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
+  if (group::usable(pp, pq, r, false)) return kl_full_group_forward_launch(kind, pp, r, out, stream);
   const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
-  const int64_t per = kl_full_cuda_ws_per_thread(r.dim);
+  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r, false);
   dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
@@ -86,8 +87,9 @@ cudaError_t kl_full_backward_cuda_launch(
     ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, const void* grad,
     int64_t grad_stride, const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
+  if (group::usable(pp, pq, r, true)) return kl_full_group_backward_launch(kind, r, grad, grad_stride, o, stream);
   const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
-  const int64_t per = kl_full_cuda_ws_per_thread(r.dim);
+  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r, true);
   dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;

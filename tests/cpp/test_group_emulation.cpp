@@ -1,0 +1,385 @@
+// The CUDA lane-group kernels' code (csrc/kl_full_group.h) run on the CPU:
+// each lane of a group is a host thread, a shuffle is a store to a shared
+// slot, a barrier and a load (the warp's lock-step, made explicit), so the
+// exact code the GPU runs (indexing, padding to G, the right-looking solves,
+// the shuffle and shared-memory traffic) is checked without a GPU. Forward
+// and every gradient are compared with the row code of the CPU kernels
+// (kl_full_row.h, itself tested against float64 references and
+// torch.distributions in tests/test_full.py), in float64 and in float32, for
+// every group width, padded and full D, row- and column-major inputs and
+// gradients, a shared q, no q (N(0, I)), near p == q, and a non-finite row;
+// cov pairs (forward: the in-group Cholesky) likewise, with an indefinite row.
+// Built and run by CMake/ctest; no torch library needed.
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kl_full_group.h"
+#include "kl_full_row.h"
+
+using namespace gaussian_kl;
+
+namespace {
+
+int g_pass = 0;
+int g_fail = 0;
+
+// One group of G host threads.
+struct Group {
+  explicit Group(int G) : bar(G), slot{std::vector<double>(G), std::vector<double>(G)}, smem(G * (G + 1)) {}
+  std::barrier<> bar;
+  std::vector<double> slot[2];  // alternate slots: one barrier per shuffle
+  std::vector<double> smem;     // G * (G + 1) accumulators (double holds either A)
+};
+
+// The lane policy of kl_full_group.h over host threads. Every lane makes the
+// same sequence of calls (as on the GPU), so the slot parities agree.
+template <typename A>
+struct HostLanes {
+  int lane_;
+  Group* grp;
+  mutable int parity = 0;
+  int lane() const { return lane_; }
+  template <typename T>
+  T shfl(T v, int src) const {
+    std::vector<double>& s = grp->slot[parity];
+    parity ^= 1;
+    s[lane_] = static_cast<double>(v);
+    grp->bar.arrive_and_wait();
+    return static_cast<T>(s[src]);  // a slot is rewritten two shuffles later, after another barrier
+  }
+  template <typename T>
+  T shfl_xor(T v, int mask) const { return shfl(v, lane_ ^ mask); }
+  void sync() const { grp->bar.arrive_and_wait(); }
+  A* smem() const { return reinterpret_cast<A*>(grp->smem.data()); }
+};
+
+struct Case {
+  int D;
+  bool has_q;
+  bool q_shared;   // q's row stride 0
+  bool col_major;  // inputs and matrix gradients column-major
+  bool near;       // q = p perturbed by 1e-4 relative
+};
+
+// N rows of inputs in double (cast to S for the run); the upper triangles
+// hold large garbage (never read).
+struct Inputs {
+  std::vector<double> mu_p, m_p, mu_q, m_q;
+};
+
+Inputs make_inputs(const Case& c, int N, std::mt19937_64& rng) {
+  std::normal_distribution<double> nd(0.0, 1.0);
+  const int D = c.D;
+  Inputs in;
+  auto tril = [&](std::vector<double>& m, int rows) {
+    m.resize(static_cast<size_t>(rows) * D * D);
+    for (int n = 0; n < rows; ++n) {
+      for (int i = 0; i < D; ++i) {
+        for (int j = 0; j < D; ++j) {
+          double v = j < i ? 0.4 * nd(rng) / std::sqrt(D) : (j == i ? std::exp(0.3 * nd(rng)) : 1e6 * nd(rng));
+          const int64_t at = c.col_major ? static_cast<int64_t>(j) * D + i : static_cast<int64_t>(i) * D + j;
+          m[static_cast<size_t>(n) * D * D + at] = v;
+        }
+      }
+    }
+  };
+  in.mu_p.resize(static_cast<size_t>(N) * D);
+  for (double& v : in.mu_p) v = nd(rng);
+  tril(in.m_p, N);
+  if (c.has_q) {
+    const int nq = c.q_shared ? 1 : N;
+    in.mu_q.resize(static_cast<size_t>(N) * D);
+    for (double& v : in.mu_q) v = nd(rng);
+    tril(in.m_q, nq);
+    if (c.near) {  // q = p (1 + 1e-4 noise) on the lower triangle (q not shared)
+      for (size_t k = 0; k < in.m_q.size(); ++k) in.m_q[k] = in.m_p[k] * (1 + 1e-4 * nd(rng));
+      for (size_t k = 0; k < in.mu_q.size(); ++k) in.mu_q[k] = in.mu_p[k] + 1e-4 * nd(rng);
+    }
+  }
+  return in;
+}
+
+template <typename S>
+struct Run {
+  std::vector<S> mu_p, m_p, mu_q, m_q;
+  FullRows r;
+  Run(const Case& c, const Inputs& in, int N) {
+    auto cast = [](const std::vector<double>& v) { return std::vector<S>(v.begin(), v.end()); };
+    mu_p = cast(in.mu_p);
+    m_p = cast(in.m_p);
+    mu_q = cast(in.mu_q);
+    m_q = cast(in.m_q);
+    const int D = c.D;
+    r.mu_p = mu_p.data();
+    r.m_p = m_p.data();
+    r.mu_rs[0] = D;
+    r.m_rs[0] = static_cast<int64_t>(D) * D;
+    for (int k = 0; k < 2; ++k) {
+      r.m_s0[k] = c.col_major ? 1 : D;
+      r.m_s1[k] = c.col_major ? D : 1;
+    }
+    if (c.has_q) {
+      r.mu_q = mu_q.data();
+      r.m_q = m_q.data();
+      r.mu_rs[1] = D;
+      r.m_rs[1] = c.q_shared ? 0 : static_cast<int64_t>(D) * D;
+    }
+    r.rows = N;
+    r.dim = D;
+  }
+};
+
+struct Result {
+  std::vector<double> kl, grad[4];
+};
+
+// Gradient buffers (S) in o, sized for N rows; gq only with q.
+template <typename S>
+struct Grads {
+  std::vector<S> g[4];
+  FullGradOut o;
+  Grads(const Case& c, int N) {
+    const size_t D = c.D;
+    const size_t sizes[4] = {N * D, N * D * D, N * D, N * D * D};
+    for (int k = 0; k < 4; ++k) {
+      if (k >= 2 && !c.has_q) continue;
+      g[k].assign(sizes[k], S(-7));  // every element must be written
+      o.grad[k] = g[k].data();
+      o.col_major[k] = c.col_major && (k == 1 || k == 3);
+    }
+  }
+  void into(Result* res) const {
+    for (int k = 0; k < 4; ++k) res->grad[k].assign(g[k].begin(), g[k].end());
+  }
+};
+
+// body(lanes) on G host threads, one per lane of a group.
+template <int G, typename A, typename F>
+void on_lanes(const F& body) {
+  Group grp(G);
+  std::vector<std::thread> threads;
+  for (int lane = 0; lane < G; ++lane) {
+    threads.emplace_back([&, lane] { body(HostLanes<A>{lane, &grp}); });
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+// The lane-group code on G host threads.
+template <int G, typename S>
+Result run_group(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) {
+  using A = typename AccType<S>::type;
+  Run<S> run(c, in, N);
+  Grads<S> grads(c, N);
+  std::vector<S> gs(gin.begin(), gin.end());
+  Result res;
+  res.kl.assign(N, 0.0);
+  on_lanes<G, A>([&](const HostLanes<A>& lanes) {
+    const int lane = lanes.lane();
+    for (int64_t row = 0; row < N; ++row) {
+      const A kl = c.has_q ? group::forward<G, FullParam::ScaleTril, true, StdMath, S>(run.r, row, lanes)
+                           : group::forward<G, FullParam::ScaleTril, false, StdMath, S>(run.r, row, lanes);
+      if (lane == 0) res.kl[row] = kl;
+      const A g = kl_load(gs[row]);
+      if (c.has_q) {
+        group::backward<G, true, StdMath, S>(run.r, row, g, grads.o, true, lanes);
+      } else {
+        group::backward<G, false, StdMath, S>(run.r, row, g, grads.o, true, lanes);
+      }
+    }
+  });
+  grads.into(&res);
+  return res;
+}
+
+// The CPU row code (the reference), in S.
+template <typename S>
+Result run_rows(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) {
+  using A = typename AccType<S>::type;
+  Run<S> run(c, in, N);
+  Grads<S> grads(c, N);
+  std::vector<A> ws(FullWork<A>::size(c.D));
+  const FullWork<A> w(ws.data(), c.D);
+  Result res;
+  for (int64_t row = 0; row < N; ++row) {
+    using FP = FullParam;
+    if (c.has_q) {
+      res.kl.push_back(full_row_forward<FP::ScaleTril, FP::ScaleTril, true, StdMath, S>(run.r, row, w));
+      full_row_backward<FP::ScaleTril, FP::ScaleTril, true, StdMath, S>(run.r, row, A(gin[row]), w, grads.o);
+    } else {
+      res.kl.push_back(full_row_forward<FP::ScaleTril, FP::ScaleTril, false, StdMath, S>(run.r, row, w));
+      full_row_backward<FP::ScaleTril, FP::ScaleTril, false, StdMath, S>(run.r, row, A(gin[row]), w, grads.o);
+    }
+  }
+  grads.into(&res);
+  return res;
+}
+
+void compare(const char* what, const std::vector<double>& got, const std::vector<double>& want, double rtol,
+             double atol_scale) {
+  // atol relative to the largest |want| (gradients: entries that cancel to ~0).
+  double big = 0;
+  for (double v : want) big = std::fmax(big, std::fabs(v));
+  int bad = 0;
+  size_t first = 0;
+  for (size_t k = 0; k < want.size(); ++k) {
+    const bool nan_ok = std::isnan(want[k]) && std::isnan(got[k]);
+    if (!nan_ok && !(std::fabs(got[k] - want[k]) <= rtol * std::fabs(want[k]) + atol_scale * big)) {
+      if (bad++ == 0) first = k;
+    }
+  }
+  if (got.size() != want.size() || bad) {
+    ++g_fail;
+    std::printf("FAIL %s: %d of %zu differ; first [%zu] got %.10g want %.10g\n", what, bad, want.size(), first,
+                got.empty() ? 0.0 : got[first], want.empty() ? 0.0 : want[first]);
+  } else {
+    ++g_pass;
+  }
+}
+
+template <int G>
+void run_case(const Case& c, std::mt19937_64& rng) {
+  const int N = 3;
+  Inputs in = make_inputs(c, N, rng);
+  std::vector<double> gin(N);
+  std::uniform_real_distribution<double> ud(0.5, 2.0);
+  for (double& v : gin) v = ud(rng);
+  char tag[160];
+  std::snprintf(tag, sizeof tag, "G=%d D=%d q=%d shared=%d col=%d near=%d", G, c.D, c.has_q, c.q_shared,
+                c.col_major, c.near);
+  char what[220];
+  auto check_all = [&](const char* prec, const Result& got, const Result& want, double rtol, double atol) {
+    std::snprintf(what, sizeof what, "%s %s kl", tag, prec);
+    compare(what, got.kl, want.kl, rtol, 0.0);
+    const char* names[4] = {"dmu_p", "dL_p", "dmu_q", "dL_q"};
+    for (int k = 0; k < 4; ++k) {
+      std::snprintf(what, sizeof what, "%s %s %s", tag, prec, names[k]);
+      compare(what, got.grad[k], want.grad[k], rtol, atol);
+    }
+  };
+  // float64: the same math, rounding order aside.
+  check_all("f64", run_group<G, double>(c, in, N, gin), run_rows<double>(c, in, N, gin), 1e-9, 1e-12);
+  // float32 against the float64 row code (near p == q: KL ~ 1e-8, relative 1e-2).
+  check_all("f32", run_group<G, float>(c, in, N, gin), run_rows<double>(c, in, N, gin), c.near ? 1e-2 : 2e-4,
+            c.near ? 1e-2 : 1e-5);
+}
+
+// A non-finite entry in row 1: that row's KL is NaN, rows 0 and 2 are right.
+template <int G>
+void run_nan_case(int D, std::mt19937_64& rng) {
+  const Case c{D, true, false, false, false};
+  const int N = 3;
+  Inputs in = make_inputs(c, N, rng);
+  in.m_q[static_cast<size_t>(1) * D * D + static_cast<size_t>(D - 1) * D] = std::nan("");
+  const std::vector<double> gin(N, 1.0);
+  const Result got = run_group<G, float>(c, in, N, gin);
+  const Result want = run_rows<double>(c, in, N, gin);
+  char what[96];
+  std::snprintf(what, sizeof what, "G=%d D=%d NaN in row 1", G, D);
+  const bool ok = std::isnan(got.kl[1]) && std::fabs(got.kl[0] - want.kl[0]) <= 2e-4 * want.kl[0] &&
+      std::fabs(got.kl[2] - want.kl[2]) <= 2e-4 * want.kl[2];
+  if (ok) {
+    ++g_pass;
+  } else {
+    ++g_fail;
+    std::printf("FAIL %s: %g %g %g (want %g nan %g)\n", what, got.kl[0], got.kl[1], got.kl[2], want.kl[0],
+                want.kl[2]);
+  }
+}
+
+// cov pairs (forward only: factored in the group): SPD matrices built as
+// L L^T from the scale_tril inputs, against the row code's cov forward; one
+// indefinite row gives NaN in that row only.
+template <int G, typename S>
+std::vector<double> group_cov_forward(const Case& c, const Run<S>& run, int N) {
+  using A = typename AccType<S>::type;
+  std::vector<double> kl(N);
+  on_lanes<G, A>([&](const HostLanes<A>& lanes) {
+    for (int64_t row = 0; row < N; ++row) {
+      const A v = c.has_q ? group::forward<G, FullParam::Cov, true, StdMath, S>(run.r, row, lanes)
+                          : group::forward<G, FullParam::Cov, false, StdMath, S>(run.r, row, lanes);
+      if (lanes.lane() == 0) kl[row] = v;
+    }
+  });
+  return kl;
+}
+
+template <int G>
+void run_cov_case(const Case& c, std::mt19937_64& rng) {
+  const int N = 3, D = c.D;
+  Inputs in = make_inputs(c, N, rng);
+  auto to_cov = [&](std::vector<double>& m, int rows) {  // row-major L -> L L^T (full, symmetric)
+    std::vector<double> out(m.size());
+    for (int n = 0; n < rows; ++n) {
+      const double* l = m.data() + static_cast<size_t>(n) * D * D;
+      for (int i = 0; i < D; ++i) {
+        for (int j = 0; j < D; ++j) {
+          double s = 0;
+          for (int k = 0; k <= std::min(i, j); ++k) s += l[i * D + k] * l[j * D + k];
+          out[static_cast<size_t>(n) * D * D + i * D + j] = s;
+        }
+      }
+    }
+    m = out;
+  };
+  to_cov(in.m_p, N);
+  if (c.has_q) to_cov(in.m_q, c.q_shared ? 1 : N);
+  // Row 2 of p: not positive definite, found at the last pivot.
+  in.m_p[static_cast<size_t>(2) * D * D + static_cast<size_t>(D - 1) * D + (D - 1)] = -1.0;
+  Run<double> rd(c, in, N);
+  Run<float> rf(c, in, N);
+  std::vector<double> want(N);
+  std::vector<double> ws(FullWork<double>::size(D));
+  const FullWork<double> w(ws.data(), D);
+  for (int64_t row = 0; row < N; ++row) {
+    want[row] = c.has_q ? full_row_forward<FullParam::Cov, FullParam::Cov, true, StdMath, double>(rd.r, row, w)
+                        : full_row_forward<FullParam::Cov, FullParam::Cov, false, StdMath, double>(rd.r, row, w);
+  }
+  char what[160];
+  std::snprintf(what, sizeof what, "cov G=%d D=%d q=%d shared=%d f64", G, D, c.has_q, c.q_shared);
+  compare(what, group_cov_forward<G, double>(c, rd, N), want, 1e-9, 0.0);
+  std::snprintf(what, sizeof what, "cov G=%d D=%d q=%d shared=%d f32", G, D, c.has_q, c.q_shared);
+  compare(what, group_cov_forward<G, float>(c, rf, N), want, 2e-4, 0.0);
+  std::snprintf(what, sizeof what, "cov G=%d D=%d: the indefinite row is NaN", G, D);
+  if (std::isnan(want[2])) {
+    ++g_pass;
+  } else {
+    ++g_fail;
+    std::printf("FAIL %s (the reference is %g)\n", what, want[2]);
+  }
+}
+
+template <int G>
+void run_width(std::initializer_list<int> dims, std::mt19937_64& rng) {
+  for (int D : dims) {
+    if (group::width(D) != G) {
+      ++g_fail;
+      std::printf("FAIL D=%d is not run with G=%d\n", D, G);
+      continue;
+    }
+    run_case<G>({D, true, false, false, false}, rng);
+    run_case<G>({D, false, false, false, false}, rng);
+    run_case<G>({D, true, true, true, false}, rng);
+    run_case<G>({D, true, false, true, true}, rng);
+    run_nan_case<G>(D, rng);
+    run_cov_case<G>({D, true, false, false, false}, rng);
+    run_cov_case<G>({D, true, true, false, false}, rng);
+    run_cov_case<G>({D, false, false, false, false}, rng);
+  }
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937_64 rng(20261129);
+  run_width<8>({1, 2, 5, 8}, rng);
+  run_width<16>({9, 16}, rng);
+  run_width<32>({17, 32}, rng);
+  std::printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail == 0 ? 0 : 1;
+}
