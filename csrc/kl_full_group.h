@@ -1,11 +1,12 @@
-// kl_full_group.h — the full-covariance KL of one pair on a group of G
-// lanes (G = 8, 16 or 32; a CUDA warp holds 32 / G groups): forward and
-// backward for scale_tril pairs, forward for cov pairs (factored in the
-// group, same broadcast pattern). Lane i holds row i of every matrix in registers (arrays of
-// G indexed by unrolled loop counters only, so they stay registers); the
-// solves broadcast the finished row k to the other lanes, one value per
-// shuffle. D < G is padded with identity rows and columns, which add 0 to
-// the KL, so every lane runs the same unrolled code.
+// kl_full_group.h — the full-covariance KL of one scale_tril or cov pair on
+// a group of G lanes (G = 8, 16 or 32; a CUDA warp holds 32 / G groups),
+// forward and backward. Lane i holds row i of every matrix in registers
+// (arrays of G indexed by unrolled loop counters only, so they stay
+// registers); the Cholesky factorisation and the triangular solves
+// broadcast the finished row k to the other lanes, one value per shuffle,
+// and transposes go through shared memory. D < G is padded with identity
+// rows and columns, which add 0 to the KL, so every lane runs the same
+// unrolled code.
 //
 // The lane primitives come from a policy `L` (the CUDA kernels pass warp
 // shuffles; tests/cpp/test_group_emulation.cpp passes G host threads with a
@@ -17,7 +18,8 @@
 //   A* smem() const;                        G * (G + 1) accumulators of this group
 // Same math as kl_full_row.h (DESIGN §2): E = Lq^-1 (Lp - Lq), b = Lq^-1 d,
 //   2 KL = sum_{j<i} E_ij^2 + sum_i phi(2 log(Lp_ii / Lq_ii)) + |b|^2,
-//   dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii), dLq = -xet_s, dmu_q = -dmu_p = Lq^-T b.
+//   dLp = tril(Lq^-T E) + diag(E_ii / Lp_ii), dLq = -xet_s, dmu_q = -dmu_p = Lq^-T b,
+//   dSp = (Sq^-1 - Sp^-1) / 2, dSq = -Lq^-T (E + E^T + E E^T + b b^T) Lq^-1 / 2.
 // No torch headers.
 #pragma once
 
@@ -34,11 +36,10 @@ namespace gaussian_kl {
 namespace group {
 
 // The pairs this code handles, 1 <= D <= 32: p against a q of the same
-// kind (per row or shared; not a host-factored shared covariance) or none
-// (N(0, I)); scale_tril both ways, cov forward only (its backward runs the
-// row code).
-inline bool usable(FullParam pp, FullParam pq, const FullRows& r, bool backward) {
-  const bool kind = pp == FullParam::ScaleTril || (pp == FullParam::Cov && !backward);
+// kind, scale_tril or cov (q per row or shared; not a host-factored shared
+// covariance), or none (N(0, I)).
+inline bool usable(FullParam pp, FullParam pq, const FullRows& r) {
+  const bool kind = pp == FullParam::ScaleTril || pp == FullParam::Cov;
   return kind && (!r.has_q() || pq == pp) && r.dim >= 1 && r.dim <= 32 && r.lq_shared == nullptr;
 }
 
@@ -189,12 +190,70 @@ GKL_INLINE A forward(const FullRows& r, int64_t row, const L& lanes) {
   return A(0.5) * group_sum<G>(term, lanes);
 }
 
+// out <- column i of the matrix whose row i is in (lane i), through shared
+// memory (out may alias in).
+template <int G, typename A, typename L>
+GKL_INLINE void transpose(const L& lanes, int i, const A* in, A* out) {
+  A* sm = lanes.smem();
+  lanes.sync();  // the previous transpose's reads are done
+  GKL_UNROLL
+  for (int c = 0; c < G; ++c) sm[i * (G + 1) + c] = in[c];
+  lanes.sync();
+  GKL_UNROLL
+  for (int c = 0; c < G; ++c) out[c] = sm[c * (G + 1) + i];
+}
+
+// Which columns back_solve carries: none (only the scalar y), the lower
+// triangle, or all G.
+enum class Cols { None, Tril, Full };
+
+// Rows x (and the scalar y, if not null) <- the rows of L^-T x (L^-T y),
+// given lt = column i of L and lii = L_ii. Back substitution, right-looking
+// from the last row: row m is final once lane m has divided it by L_mm;
+// lanes i < m take L_mi * (row m) off their rows. Cols::Tril computes
+// tril(L^-T X) for a lower-triangular X (entries c in (i, m) of lane i pick
+// up values too: above the diagonal, never read, and they only ever feed
+// entries above the diagonal).
+template <int G, Cols C, typename A, typename L>
+GKL_INLINE void back_solve(const L& lanes, int i, const A* lt, A lii, A* x, A* y) {
+  GKL_UNROLL
+  for (int m = G - 1; m >= 0; --m) {
+    if (i == m) {
+      const A inv = A(1) / lii;
+      if constexpr (C != Cols::None) {
+        GKL_UNROLL
+        for (int c = 0; c < (C == Cols::Full ? G : m + 1); ++c) x[c] *= inv;
+      }
+      if (y) *y *= inv;
+    }
+    if (m > 0) {
+      const A l = i < m ? lt[m] : A(0);  // L_mi
+      if constexpr (C != Cols::None) {
+        GKL_UNROLL
+        for (int c = 0; c < (C == Cols::Full ? G : m); ++c) x[c] -= l * lanes.shfl(x[c], m);
+      }
+      if (y) *y -= l * lanes.shfl(*y, m);
+    }
+  }
+}
+
+// Stores row i of a D x D output (k: its index in o), scale * v[c] for the
+// columns c < D.
+template <int G, typename S, typename A>
+GKL_INLINE void store_row(const FullGradOut& o, int k, int64_t row, int i, int D, const A* v, A scale) {
+  S* out = static_cast<S*>(o.grad[k]) + row * D * D;
+  GKL_UNROLL
+  for (int c = 0; c < G; ++c) {
+    if (c < D) out[o.at(k, i, c, D)] = kl_store<S>(scale * v[c]);
+  }
+}
+
 // Gradients of g * KL of row `row` (scale_tril pairs) into the outputs of o
 // that are not null (layouts as in full_row_backward). Lane i writes row i
 // of each output.
 template <int G, bool HasQ, typename M, typename S, typename A, typename L>
-GKL_INLINE void backward(const FullRows& r, int64_t row, A g, const FullGradOut& o, bool store,
-                         const L& lanes) {
+GKL_INLINE void backward_tril(const FullRows& r, int64_t row, A g, const FullGradOut& o, bool store,
+                              const L& lanes) {
   A lp[G], lq[G], e[G], b;
   const int i = lanes.lane();
   const int D = static_cast<int>(r.dim);
@@ -202,67 +261,123 @@ GKL_INLINE void backward(const FullRows& r, int64_t row, A g, const FullGradOut&
   prepare<G, FullParam::ScaleTril, HasQ, M, S>(r, row, lanes, lp, lq, e, &b);
   const A lpii = at_lane<G>(lp, i), lqii = at_lane<G>(lq, i);
 
-  // lq <- column i of Lq (Lq_ci, c >= i) through shared memory.
-  if constexpr (HasQ) {
-    A* sm = lanes.smem();
-    GKL_UNROLL
-    for (int c = 0; c < G; ++c) sm[i * (G + 1) + c] = lq[c];
-    lanes.sync();
-    GKL_UNROLL
-    for (int c = 0; c < G; ++c) lq[c] = sm[c * (G + 1) + i];
-    lanes.sync();
-  }
-
-  // x = row i of X = tril(Lq^-T E), y = (Lq^-T b)_i. Back substitution,
-  // right-looking from the last row: row m is final once lane m has divided
-  // it by Lq_mm; lanes i < m take Lq_mi * (row m) off their rows. (Entries
-  // c in (i, m) of lane i pick up values too: they are above X's diagonal,
-  // never read, and only ever feed entries above the diagonal.)
+  // x = row i of X = tril(Lq^-T E), y = (Lq^-T b)_i (lq <- column i of Lq).
   A x[G], y = b;
   GKL_UNROLL
   for (int c = 0; c < G; ++c) x[c] = e[c];
   if constexpr (HasQ) {
-    GKL_UNROLL
-    for (int m = G - 1; m >= 0; --m) {
-      if (i == m) {
-        const A inv = A(1) / lqii;
-        GKL_UNROLL
-        for (int c = 0; c <= m; ++c) x[c] *= inv;
-        y *= inv;
-      }
-      if (m > 0) {
-        const A l = i < m ? lq[m] : A(0);  // Lq_mi
-        GKL_UNROLL
-        for (int c = 0; c < m; ++c) x[c] -= l * lanes.shfl(x[c], m);  // X_ic, c <= i < m
-        y -= l * lanes.shfl(y, m);
-      }
-    }
+    transpose<G>(lanes, i, lq, lq);
+    back_solve<G, Cols::Tril>(lanes, i, lq, lqii, x, &y);
   }
 
-  const int64_t sd = static_cast<int64_t>(D) * D;
   if (live && o.grad[0]) static_cast<S*>(o.grad[0])[row * D + i] = kl_store<S>(-g * y);
   if (live && o.grad[2]) static_cast<S*>(o.grad[2])[row * D + i] = kl_store<S>(g * y);
   if (live && o.grad[1]) {  // dLp = X + diag(E_ii / Lp_ii)
-    S* gp = static_cast<S*>(o.grad[1]) + row * sd;
     const A eii = at_lane<G>(e, i);
+    A t[G];
     GKL_UNROLL
-    for (int c = 0; c < G; ++c) {
-      if (c < D) {
-        const A v = c < i ? x[c] : (c == i ? x[c] + eii / lpii : A(0));
-        gp[o.at(1, i, c, D)] = kl_store<S>(g * v);
-      }
-    }
+    for (int c = 0; c < G; ++c) t[c] = c < i ? x[c] : (c == i ? x[c] + eii / lpii : A(0));
+    store_row<G, S>(o, 1, row, i, D, t, g);
   }
   if (HasQ && o.grad[3]) {  // dLq = -S, S_ij = y_i b_j + X_ij + [i == j] E_jj / Lq_jj + sum_{k<=j} X_ik E_jk
-    S* gq = static_cast<S*>(o.grad[3]) + row * sd;
+    A sr[G];
     GKL_UNROLL
     for (int j = 0; j < G; ++j) {
       A s = y * lanes.shfl(b, j) + x[j];
       GKL_UNROLL
       for (int k = 0; k <= j; ++k) s += x[k] * lanes.shfl(e[k], j);
       if (i == j) s += e[j] / lqii;
-      if (live && j < D) gq[o.at(3, i, j, D)] = kl_store<S>(j <= i ? -g * s : A(0));
+      sr[j] = j <= i ? s : A(0);
     }
+    if (live) store_row<G, S>(o, 3, row, i, D, sr, -g);
+  }
+}
+
+// row i of a symmetric result from its lower triangle (c <= i, this lane)
+// and its upper from the lanes below (exactly symmetric output).
+template <int G, typename A, typename L>
+GKL_INLINE void symmetrise(const L& lanes, int i, A* v) {
+  A t[G];
+  transpose<G>(lanes, i, v, t);
+  GKL_UNROLL
+  for (int c = 0; c < G; ++c) v[c] = c <= i ? v[c] : t[c];
+}
+
+// Row i of Sigma^-1 = L^-T L^-1 into w, given the rows l and the column lt
+// of the factor L.
+template <int G, typename A, typename L>
+GKL_INLINE void inverse_row(const L& lanes, int i, const A* l, const A* lt, A lii, A* w) {
+  A unused = A(0);
+  GKL_UNROLL
+  for (int c = 0; c < G; ++c) w[c] = c == i ? A(1) : A(0);
+  solve_rows<G>(lanes, i, l, w, &unused);  // rows of L^-1 (lower triangular)
+  back_solve<G, Cols::Full>(lanes, i, lt, lii, w, static_cast<A*>(nullptr));
+}
+
+// Gradients of g * KL of row `row` for cov pairs (formulas of
+// full_row_backward): dSp = (Sq^-1 - Sp^-1) / 2, dSq = -Lq^-T S Lq^-1 / 2 with
+// S = E + E^T + E E^T + b b^T, dmu_q = -dmu_p = Lq^-T b. Symmetric outputs.
+template <int G, bool HasQ, typename M, typename S, typename A, typename L>
+GKL_INLINE void backward_cov(const FullRows& r, int64_t row, A g, const FullGradOut& o, bool store,
+                             const L& lanes) {
+  A lp[G], lq[G], e[G], b;
+  const int i = lanes.lane();
+  const int D = static_cast<int>(r.dim);
+  const bool live = store && i < D;
+  prepare<G, FullParam::Cov, HasQ, M, S>(r, row, lanes, lp, lq, e, &b);
+  const A lpii = at_lane<G>(lp, i), lqii = at_lane<G>(lq, i);
+  A lqt[G];  // column i of Lq
+  if constexpr (HasQ) transpose<G>(lanes, i, lq, lqt);
+
+  A y = b;  // Lq^-T b (b itself without q)
+  if (HasQ && o.grad[3]) {
+    // Rows of S (full): S_ij = E_ij + E_ji + sum_{k <= min(i, j)} E_ik E_jk + b_i b_j
+    // (E is 0 above its diagonal), then U = Lq^-T S (y rides along) and
+    // Lq^-T U^T = Lq^-T S Lq^-1.
+    A et[G], sr[G];
+    transpose<G>(lanes, i, e, et);
+    GKL_UNROLL
+    for (int j = 0; j < G; ++j) {
+      A s = e[j] + et[j] + b * lanes.shfl(b, j);
+      GKL_UNROLL
+      for (int k = 0; k <= j; ++k) s += e[k] * lanes.shfl(e[k], j);
+      sr[j] = s;
+    }
+    back_solve<G, Cols::Full>(lanes, i, lqt, lqii, sr, &y);
+    transpose<G>(lanes, i, sr, sr);
+    back_solve<G, Cols::Full>(lanes, i, lqt, lqii, sr, static_cast<A*>(nullptr));
+    symmetrise<G>(lanes, i, sr);
+    if (live) store_row<G, S>(o, 3, row, i, D, sr, A(-0.5) * g);
+  } else if (HasQ && (o.grad[0] || o.grad[2])) {
+    back_solve<G, Cols::None>(lanes, i, lqt, lqii, static_cast<A*>(nullptr), &y);
+  }
+  if (live && o.grad[0]) static_cast<S*>(o.grad[0])[row * D + i] = kl_store<S>(-g * y);
+  if (live && o.grad[2]) static_cast<S*>(o.grad[2])[row * D + i] = kl_store<S>(g * y);
+
+  if (o.grad[1]) {
+    A lpt[G], w[G], d[G];
+    transpose<G>(lanes, i, lp, lpt);
+    inverse_row<G>(lanes, i, lp, lpt, lpii, w);
+    if constexpr (HasQ) {
+      inverse_row<G>(lanes, i, lq, lqt, lqii, d);
+    } else {
+      GKL_UNROLL
+      for (int c = 0; c < G; ++c) d[c] = c == i ? A(1) : A(0);
+    }
+    GKL_UNROLL
+    for (int c = 0; c < G; ++c) d[c] -= w[c];
+    symmetrise<G>(lanes, i, d);
+    if (live) store_row<G, S>(o, 1, row, i, D, d, A(0.5) * g);
+  }
+}
+
+// Gradients of g * KL of row `row`; P: the kind of both sides.
+template <int G, FullParam P, bool HasQ, typename M, typename S, typename A, typename L>
+GKL_INLINE void backward(const FullRows& r, int64_t row, A g, const FullGradOut& o, bool store, const L& lanes) {
+  if constexpr (P == FullParam::Cov) {
+    backward_cov<G, HasQ, M, S>(r, row, g, o, store, lanes);
+  } else {
+    backward_tril<G, HasQ, M, S>(r, row, g, o, store, lanes);
   }
 }
 

@@ -495,7 +495,13 @@ GKL_INLINE void full_row_backward(
       tri_inverse_lower(w.Lq, D);
       lq_inverted = true;
       congruence_lt(w.Lq, w.S, w.T, w.E, D);  // E no longer needed
-      for (int i = 0; i < D * D; ++i) gq[i] = kl_store<S>(A(-0.5) * g * w.E[i]);
+      for (int i = 0; i < D; ++i) {  // from the lower triangle: exactly symmetric
+        for (int j = 0; j <= i; ++j) {
+          const S v = kl_store<S>(A(-0.5) * g * w.E[i * D + j]);
+          gq[i * D + j] = v;
+          gq[j * D + i] = v;
+        }
+      }
     }
   }
 

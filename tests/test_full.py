@@ -186,9 +186,10 @@ def test_scale_tril_between_specialised_sizes(device, dtype, D, q, layout, gen):
 @pytest.mark.parametrize("D", [6, 13, 20])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
 def test_cov_between_specialised_sizes(device, dtype, D, q, gen):
-    """cov forward between the specialised sizes (on CUDA: factored inside a
-    lane group) against the float64 reference; with check=False an indefinite
-    row is NaN and every other row is right."""
+    """cov between the specialised sizes (on CUDA: factored, solved and
+    inverted inside a lane group): forward against the float64 reference,
+    gradients against torch's (symmetric part; ours exactly symmetric); with
+    check=False an indefinite row is NaN and every other row is right."""
     B = 37
     mu_p, S_p, _ = inputs("cov", (B,), D, gen, dtype, device)
     args, ref_q = [mu_p, S_p], ()
@@ -197,7 +198,27 @@ def test_cov_between_specialised_sizes(device, dtype, D, q, gen):
         args, ref_q = args + [mu_q, S_q], (mu_q.cpu(), S_q.cpu())
     ref = kl_full_ref(mu_p.cpu(), S_p.cpu(), *ref_q)
     tol = 1e-9 if dtype == torch.float64 else 2e-4
-    torch.testing.assert_close(gkl.kl_full(*args, param="cov").cpu().double(), ref, rtol=tol, atol=tol)
+    ours = [a.clone().requires_grad_() for a in args]
+    out = gkl.kl_full(*ours, param="cov")
+    torch.testing.assert_close(out.detach().cpu().double(), ref, rtol=tol, atol=tol)
+    # Gradients: torch's (autograd through td, float64), symmetric part.
+    w = (torch.rand(B, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
+    (out * w.to(device)).sum().backward()
+    theirs = [a.detach().cpu().double().requires_grad_() for a in args]
+    tq = (td.MultivariateNormal(theirs[2], covariance_matrix=theirs[3]) if q != "prior" else
+          td.MultivariateNormal(torch.zeros(D, dtype=torch.float64), torch.eye(D, dtype=torch.float64)))
+    (td.kl_divergence(td.MultivariateNormal(theirs[0], covariance_matrix=theirs[1]), tq) * w.double()).sum().backward()
+    gtol = 1e-8 if dtype == torch.float64 else 2e-3
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        ga, gb = a.grad.cpu().double(), b.grad
+        if i % 2:
+            # Exactly symmetric per row; a shared q's is torch's sum over the
+            # batch, whose order may differ between (i, j) and (j, i).
+            sym = (dict(rtol=0, atol=0) if ga.dim() == 3 else
+                   dict(rtol=gtol, atol=gtol * ga.abs().max().item()))
+            torch.testing.assert_close(ga, ga.mT, **sym)
+            gb = 0.5 * (gb + gb.mT)
+        torch.testing.assert_close(ga, gb, rtol=gtol, atol=gtol * gb.abs().max().item())
     bad = S_p.clone()
     bad[5, D - 1, D - 1] = -1.0
     out = gkl.kl_full(mu_p, bad, *args[2:], param="cov", check=False).cpu().double()

@@ -19,11 +19,11 @@ constexpr int64_t kBlock = 128;           // kThreads of kl_full_kernels.cu
 constexpr int64_t kMaxThreads = 1 << 18;  // ~ a full H100/H200 (132 SMs x 2048)
 constexpr int64_t kWsBytes = 256 << 20;   // workspace cap: fewer threads for large D
 
-// Threads (a multiple of kBlock) and their workspace for `rows` rows of the
-// forward or the backward; none where that pass runs on lane groups.
-at::Tensor workspace(const FullProblem& prob, bool backward, int64_t* threads) {
+// Threads (a multiple of kBlock) and their workspace for `rows` rows; none
+// for the pairs that run on lane groups.
+at::Tensor workspace(const FullProblem& prob, int64_t* threads) {
   const auto acc = prob.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t per = kl_full_cuda_ws_per_thread(prob.kind[0], prob.kind[1], prob.rows, backward);
+  const int64_t per = kl_full_cuda_ws_per_thread(prob.kind[0], prob.kind[1], prob.rows);
   if (per == 0) {
     *threads = 0;
     return at::Tensor();
@@ -41,7 +41,7 @@ at::Tensor forward(const FullProblem& prob, const at::Tensor& like, bool check) 
   at::Tensor out = at::empty(prob.batch_shape, like.options());
   if (prob.rows.rows > 0) {
     int64_t threads = 0;
-    at::Tensor ws = workspace(prob, false, &threads);
+    at::Tensor ws = workspace(prob, &threads);
     C10_CUDA_CHECK(kl_full_forward_cuda_launch(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1],
                                                prob.rows, out.data_ptr(), ws.defined() ? ws.data_ptr() : nullptr, threads,
                                                c10::cuda::getCurrentCUDAStream()));
@@ -59,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
   if (prob.rows.rows > 0) {
     const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
     int64_t threads = 0;
-    at::Tensor ws = workspace(prob, true, &threads);
+    at::Tensor ws = workspace(prob, &threads);
     C10_CUDA_CHECK(kl_full_backward_cuda_launch(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1],
                                                 prob.rows, g.data_ptr(), g.stride(0), o, ws.defined() ? ws.data_ptr() : nullptr,
                                                 threads, c10::cuda::getCurrentCUDAStream()));

@@ -1,5 +1,5 @@
-// CUDA kernels of kl_full for D <= 32 (scale_tril forward and backward, cov
-// forward; q per row, shared or N(0, I)): a group of G = 8, 16 or 32 lanes
+// CUDA kernels of kl_full for D <= 32 (scale_tril or cov; q per row, shared
+// or N(0, I)), forward and backward: a group of G = 8, 16 or 32 lanes
 // per batch element, rows in registers, warp shuffles (kl_full_group.h; the
 // same code runs under a host emulation of the lanes in
 // tests/cpp/test_group_emulation.cpp). A file of its own: the unrolled
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kGroupWarps * 32) kl_full_group_forward_kernel
   }
 }
 
-template <typename S, bool HasQ, int G>
+template <typename S, FullParam P, bool HasQ, int G>
 __global__ void __launch_bounds__(kGroupWarps * 32) kl_full_group_backward_kernel(
     const FullRows r, const S* __restrict__ g, int64_t g_stride, const FullGradOut o) {
   using A = typename AccType<S>::type;
@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kGroupWarps * 32) kl_full_group_backward_kerne
     const int64_t row = base + lane32 / G;
     const bool active = row < r.rows;
     const int64_t at = active ? row : r.rows - 1;
-    group::backward<G, HasQ, StdMath, S>(r, at, kl_load(g[at * g_stride]), o, active, lanes);
+    group::backward<G, P, HasQ, StdMath, S>(r, at, kl_load(g[at * g_stride]), o, active, lanes);
   }
 }
 
@@ -107,20 +107,17 @@ cudaError_t kl_full_group_forward_launch(ScalarKind kind, FullParam param, const
   return cudaGetLastError();
 }
 
-cudaError_t kl_full_group_backward_launch(ScalarKind kind, const FullRows& r, const void* grad,
+cudaError_t kl_full_group_backward_launch(ScalarKind kind, FullParam param, const FullRows& r, const void* grad,
                                           int64_t grad_stride, const FullGradOut& o, cudaStream_t stream) {
   dispatch_kind(kind, [&](auto tag) {
     using S = decltype(tag);
-    const S* g = static_cast<const S*>(grad);
-    dispatch_group(r.dim, [&](auto G) {
-      constexpr int kG = decltype(G)::value;
-      if (r.has_q()) {
-        kl_full_group_backward_kernel<S, true, kG><<<group_blocks(r.rows, kG), kGroupWarps * 32, 0, stream>>>(
-            r, g, grad_stride, o);
-      } else {
-        kl_full_group_backward_kernel<S, false, kG><<<group_blocks(r.rows, kG), kGroupWarps * 32, 0, stream>>>(
-            r, g, grad_stride, o);
-      }
+    dispatch_full_variant(param, r.has_q(), [&](auto P, auto HQ) {
+      dispatch_group(r.dim, [&](auto G) {
+        constexpr int kG = decltype(G)::value;
+        kl_full_group_backward_kernel<S, decltype(P)::value, decltype(HQ)::value, kG>
+            <<<group_blocks(r.rows, kG), kGroupWarps * 32, 0, stream>>>(
+                r, static_cast<const S*>(grad), grad_stride, o);
+      });
     });
   });
   return cudaGetLastError();

@@ -1,6 +1,6 @@
 // CUDA kernels of the full-covariance KL.
-// - kl_full with D <= 32 (scale_tril forward and backward, cov forward):
-//   lane groups, kl_full_group_kernels.cu.
+// - kl_full with D <= 32 (scale_tril or cov): lane groups,
+//   kl_full_group_kernels.cu.
 // - everything else: one thread per batch element running the same row code
 //   as the CPU (kl_full_row.h) on a per-thread workspace in global memory.
 //   Correct for any D (blocked/shared-memory kernels for large D are future
@@ -61,8 +61,8 @@ void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, cons
 
 }  // namespace
 
-int64_t kl_full_cuda_ws_per_thread(FullParam pp, FullParam pq, const FullRows& r, bool backward) {
-  if (group::usable(pp, pq, r, backward)) return 0;
+int64_t kl_full_cuda_ws_per_thread(FullParam pp, FullParam pq, const FullRows& r) {
+  if (group::usable(pp, pq, r)) return 0;
   return FullWork<float>::size(r.dim);  // elements of one row's workspace (any A)
 }
 
@@ -71,9 +71,9 @@ cudaError_t kl_full_forward_cuda_launch(
     ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, void* out, void* ws,
     int64_t ws_threads, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
-  if (group::usable(pp, pq, r, false)) return kl_full_group_forward_launch(kind, pp, r, out, stream);
+  if (group::usable(pp, pq, r)) return kl_full_group_forward_launch(kind, pp, r, out, stream);
   const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
-  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r, false);
+  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r);
   dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
@@ -87,9 +87,9 @@ cudaError_t kl_full_backward_cuda_launch(
     ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, const void* grad,
     int64_t grad_stride, const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
-  if (group::usable(pp, pq, r, true)) return kl_full_group_backward_launch(kind, r, grad, grad_stride, o, stream);
+  if (group::usable(pp, pq, r)) return kl_full_group_backward_launch(kind, pp, r, grad, grad_stride, o, stream);
   const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
-  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r, true);
+  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r);
   dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;

@@ -13,9 +13,9 @@
 namespace gaussian_kl {
 
 // Accumulators per thread for event size D (6 D^2 + 3 D), or 0 where the
-// pass (forward, or backward) runs on lane groups (D <= 32, kl_full_group.h),
-// which need no workspace (the launchers then ignore ws).
-int64_t kl_full_cuda_ws_per_thread(FullParam pp, FullParam pq, const FullRows& rows, bool backward);
+// pair runs on lane groups (kl_full, D <= 32: kl_full_group.h), which need
+// no workspace (the launchers then ignore ws).
+int64_t kl_full_cuda_ws_per_thread(FullParam pp, FullParam pq, const FullRows& rows);
 
 cudaError_t kl_full_forward_cuda_launch(
     ScalarKind kind, FullParam pp, FullParam pq, const FullRows& rows, void* out, void* ws,
@@ -30,7 +30,7 @@ cudaError_t kl_full_backward_cuda_launch(
 // param: the kind of both sides.
 cudaError_t kl_full_group_forward_launch(ScalarKind kind, FullParam param, const FullRows& rows, void* out,
                                          cudaStream_t stream);
-cudaError_t kl_full_group_backward_launch(ScalarKind kind, const FullRows& rows, const void* grad,
+cudaError_t kl_full_group_backward_launch(ScalarKind kind, FullParam param, const FullRows& rows, const void* grad,
                                           int64_t grad_stride, const FullGradOut& o, cudaStream_t stream);
 
 }  // namespace gaussian_kl

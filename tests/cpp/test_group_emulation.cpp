@@ -1,6 +1,8 @@
 // The CUDA lane-group kernels' code (csrc/kl_full_group.h) run on the CPU:
-// each lane of a group is a host thread, a shuffle is a store to a shared
-// slot, a barrier and a load (the warp's lock-step, made explicit), so the
+// each lane of a group is a fiber (ucontext) of one host thread, a barrier
+// passes control to the next lane round-robin, and a shuffle is a store to a
+// shared slot, a barrier and a load (the warp's lock-step, made explicit,
+// and deterministic: no OS scheduling in the loop), so the
 // exact code the GPU runs (indexing, padding to G, the right-looking solves,
 // the shuffle and shared-memory traffic) is checked without a GPU. Forward
 // and every gradient are compared with the row code of the CPU kernels
@@ -8,15 +10,17 @@
 // torch.distributions in tests/test_full.py), in float64 and in float32, for
 // every group width, padded and full D, row- and column-major inputs and
 // gradients, a shared q, no q (N(0, I)), near p == q, and a non-finite row;
-// cov pairs (forward: the in-group Cholesky) likewise, with an indefinite row.
+// cov pairs (the in-group Cholesky, inverses) likewise, with an indefinite row.
 // Built and run by CMake/ctest; no torch library needed.
+#include <ucontext.h>
+
 #include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <random>
-#include <thread>
 #include <vector>
 
 #include "kl_full_group.h"
@@ -29,15 +33,55 @@ namespace {
 int g_pass = 0;
 int g_fail = 0;
 
-// One group of G host threads.
+// One group of G lanes as fibers of the calling thread. A barrier switches
+// to the next lane; the last lane to arrive switches to lane 0, which then
+// finds every lane arrived (all lanes make the same calls, as on the GPU).
 struct Group {
-  explicit Group(int G) : bar(G), slot{std::vector<double>(G), std::vector<double>(G)}, smem(G * (G + 1)) {}
-  std::barrier<> bar;
+  explicit Group(int G)
+      : G(G), ctx(G), stacks(G), slot{std::vector<double>(G), std::vector<double>(G)}, smem(G * (G + 1)) {
+    for (auto& st : stacks) st.reset(new char[kStack]);  // uninitialised
+  }
+  static constexpr size_t kStack = 256 << 10;
+  int G;
+  int current = 0;
+  std::vector<ucontext_t> ctx;
+  ucontext_t main_ctx;
+  std::vector<std::unique_ptr<char[]>> stacks;
   std::vector<double> slot[2];  // alternate slots: one barrier per shuffle
   std::vector<double> smem;     // G * (G + 1) accumulators (double holds either A)
+  std::function<void(int)> body;
+
+  void barrier() {
+    const int me = current;
+    current = (me + 1) % G;
+    swapcontext(&ctx[me], &ctx[current]);
+  }
+  static void entry(unsigned hi, unsigned lo) {  // makecontext passes ints
+    Group* g = reinterpret_cast<Group*>((static_cast<uintptr_t>(hi) << 32) | lo);
+    g->body(g->current);
+  }  // returns to main_ctx (uc_link)
+  // Runs body(lane) on every lane to completion.
+  void run(std::function<void(int)> f) {
+    body = std::move(f);
+    const uintptr_t self = reinterpret_cast<uintptr_t>(this);
+    for (int l = 0; l < G; ++l) {
+      getcontext(&ctx[l]);
+      ctx[l].uc_stack.ss_sp = stacks[l].get();
+      ctx[l].uc_stack.ss_size = kStack;
+      ctx[l].uc_link = &main_ctx;
+      makecontext(&ctx[l], reinterpret_cast<void (*)()>(&Group::entry), 2, static_cast<unsigned>(self >> 32),
+                  static_cast<unsigned>(self & 0xffffffffu));
+    }
+    // A lane that returns comes back here; the others wait at their last
+    // barrier and are resumed in turn.
+    for (int l = 0; l < G; ++l) {
+      current = l;
+      swapcontext(&main_ctx, &ctx[l]);
+    }
+  }
 };
 
-// The lane policy of kl_full_group.h over host threads. Every lane makes the
+// The lane policy of kl_full_group.h over the fibers. Every lane makes the
 // same sequence of calls (as on the GPU), so the slot parities agree.
 template <typename A>
 struct HostLanes {
@@ -50,12 +94,12 @@ struct HostLanes {
     std::vector<double>& s = grp->slot[parity];
     parity ^= 1;
     s[lane_] = static_cast<double>(v);
-    grp->bar.arrive_and_wait();
+    grp->barrier();
     return static_cast<T>(s[src]);  // a slot is rewritten two shuffles later, after another barrier
   }
   template <typename T>
   T shfl_xor(T v, int mask) const { return shfl(v, lane_ ^ mask); }
-  void sync() const { grp->bar.arrive_and_wait(); }
+  void sync() const { grp->barrier(); }
   A* smem() const { return reinterpret_cast<A*>(grp->smem.data()); }
 };
 
@@ -65,7 +109,27 @@ struct Case {
   bool q_shared;   // q's row stride 0
   bool col_major;  // inputs and matrix gradients column-major
   bool near;       // q = p perturbed by 1e-4 relative
+  FullParam param = FullParam::ScaleTril;  // cov: L L^T of the random factors
 };
+
+// The covariances L L^T of `rows` factors stored in m (lower triangles, in
+// the case's layout), written in full (symmetric: either layout).
+void to_cov(const Case& c, std::vector<double>& m, int rows) {
+  const int D = c.D;
+  std::vector<double> out(m.size());
+  auto at = [&](int i, int k) { return c.col_major ? static_cast<size_t>(k) * D + i : static_cast<size_t>(i) * D + k; };
+  for (int n = 0; n < rows; ++n) {
+    const double* l = m.data() + static_cast<size_t>(n) * D * D;
+    for (int i = 0; i < D; ++i) {
+      for (int j = 0; j < D; ++j) {
+        double s = 0;
+        for (int k = 0; k <= std::min(i, j); ++k) s += l[at(i, k)] * l[at(j, k)];
+        out[static_cast<size_t>(n) * D * D + static_cast<size_t>(i) * D + j] = s;
+      }
+    }
+  }
+  m = out;
+}
 
 // N rows of inputs in double (cast to S for the run); the upper triangles
 // hold large garbage (never read).
@@ -101,6 +165,10 @@ Inputs make_inputs(const Case& c, int N, std::mt19937_64& rng) {
       for (size_t k = 0; k < in.m_q.size(); ++k) in.m_q[k] = in.m_p[k] * (1 + 1e-4 * nd(rng));
       for (size_t k = 0; k < in.mu_q.size(); ++k) in.mu_q[k] = in.mu_p[k] + 1e-4 * nd(rng);
     }
+  }
+  if (c.param == FullParam::Cov) {
+    to_cov(c, in.m_p, N);
+    if (c.has_q) to_cov(c, in.m_q, c.q_shared ? 1 : N);
   }
   return in;
 }
@@ -159,19 +227,15 @@ struct Grads {
   }
 };
 
-// body(lanes) on G host threads, one per lane of a group.
+// body(lanes) on the G lanes of a group.
 template <int G, typename A, typename F>
 void on_lanes(const F& body) {
   Group grp(G);
-  std::vector<std::thread> threads;
-  for (int lane = 0; lane < G; ++lane) {
-    threads.emplace_back([&, lane] { body(HostLanes<A>{lane, &grp}); });
-  }
-  for (std::thread& t : threads) t.join();
+  grp.run([&](int lane) { body(HostLanes<A>{lane, &grp}); });
 }
 
-// The lane-group code on G host threads.
-template <int G, typename S>
+// The lane-group code on G lanes.
+template <FullParam P, int G, typename S>
 Result run_group(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) {
   using A = typename AccType<S>::type;
   Run<S> run(c, in, N);
@@ -182,14 +246,14 @@ Result run_group(const Case& c, const Inputs& in, int N, const std::vector<doubl
   on_lanes<G, A>([&](const HostLanes<A>& lanes) {
     const int lane = lanes.lane();
     for (int64_t row = 0; row < N; ++row) {
-      const A kl = c.has_q ? group::forward<G, FullParam::ScaleTril, true, StdMath, S>(run.r, row, lanes)
-                           : group::forward<G, FullParam::ScaleTril, false, StdMath, S>(run.r, row, lanes);
+      const A kl = c.has_q ? group::forward<G, P, true, StdMath, S>(run.r, row, lanes)
+                           : group::forward<G, P, false, StdMath, S>(run.r, row, lanes);
       if (lane == 0) res.kl[row] = kl;
       const A g = kl_load(gs[row]);
       if (c.has_q) {
-        group::backward<G, true, StdMath, S>(run.r, row, g, grads.o, true, lanes);
+        group::backward<G, P, true, StdMath, S>(run.r, row, g, grads.o, true, lanes);
       } else {
-        group::backward<G, false, StdMath, S>(run.r, row, g, grads.o, true, lanes);
+        group::backward<G, P, false, StdMath, S>(run.r, row, g, grads.o, true, lanes);
       }
     }
   });
@@ -198,7 +262,7 @@ Result run_group(const Case& c, const Inputs& in, int N, const std::vector<doubl
 }
 
 // The CPU row code (the reference), in S.
-template <typename S>
+template <FullParam P, typename S>
 Result run_rows(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) {
   using A = typename AccType<S>::type;
   Run<S> run(c, in, N);
@@ -207,13 +271,12 @@ Result run_rows(const Case& c, const Inputs& in, int N, const std::vector<double
   const FullWork<A> w(ws.data(), c.D);
   Result res;
   for (int64_t row = 0; row < N; ++row) {
-    using FP = FullParam;
     if (c.has_q) {
-      res.kl.push_back(full_row_forward<FP::ScaleTril, FP::ScaleTril, true, StdMath, S>(run.r, row, w));
-      full_row_backward<FP::ScaleTril, FP::ScaleTril, true, StdMath, S>(run.r, row, A(gin[row]), w, grads.o);
+      res.kl.push_back(full_row_forward<P, P, true, StdMath, S>(run.r, row, w));
+      full_row_backward<P, P, true, StdMath, S>(run.r, row, A(gin[row]), w, grads.o);
     } else {
-      res.kl.push_back(full_row_forward<FP::ScaleTril, FP::ScaleTril, false, StdMath, S>(run.r, row, w));
-      full_row_backward<FP::ScaleTril, FP::ScaleTril, false, StdMath, S>(run.r, row, A(gin[row]), w, grads.o);
+      res.kl.push_back(full_row_forward<P, P, false, StdMath, S>(run.r, row, w));
+      full_row_backward<P, P, false, StdMath, S>(run.r, row, A(gin[row]), w, grads.o);
     }
   }
   grads.into(&res);
@@ -249,9 +312,10 @@ void run_case(const Case& c, std::mt19937_64& rng) {
   std::vector<double> gin(N);
   std::uniform_real_distribution<double> ud(0.5, 2.0);
   for (double& v : gin) v = ud(rng);
+  const bool cov = c.param == FullParam::Cov;
   char tag[160];
-  std::snprintf(tag, sizeof tag, "G=%d D=%d q=%d shared=%d col=%d near=%d", G, c.D, c.has_q, c.q_shared,
-                c.col_major, c.near);
+  std::snprintf(tag, sizeof tag, "%s G=%d D=%d q=%d shared=%d col=%d near=%d", cov ? "cov" : "scale_tril", G, c.D,
+                c.has_q, c.q_shared, c.col_major, c.near);
   char what[220];
   auto check_all = [&](const char* prec, const Result& got, const Result& want, double rtol, double atol) {
     std::snprintf(what, sizeof what, "%s %s kl", tag, prec);
@@ -262,11 +326,19 @@ void run_case(const Case& c, std::mt19937_64& rng) {
       compare(what, got.grad[k], want.grad[k], rtol, atol);
     }
   };
-  // float64: the same math, rounding order aside.
-  check_all("f64", run_group<G, double>(c, in, N, gin), run_rows<double>(c, in, N, gin), 1e-9, 1e-12);
-  // float32 against the float64 row code (near p == q: KL ~ 1e-8, relative 1e-2).
-  check_all("f32", run_group<G, float>(c, in, N, gin), run_rows<double>(c, in, N, gin), c.near ? 1e-2 : 2e-4,
-            c.near ? 1e-2 : 1e-5);
+  auto both = [&](auto P) {
+    constexpr FullParam kP = decltype(P)::value;
+    const Result want = run_rows<kP, double>(c, in, N, gin);
+    // float64: the same math, rounding order aside.
+    check_all("f64", run_group<kP, G, double>(c, in, N, gin), want, 1e-9, 1e-12);
+    // float32 against the float64 row code (near p == q: KL ~ 1e-8, relative 1e-2).
+    check_all("f32", run_group<kP, G, float>(c, in, N, gin), want, c.near ? 1e-2 : 2e-4, c.near ? 1e-2 : 1e-5);
+  };
+  if (cov) {
+    both(FullParamC<FullParam::Cov>{});
+  } else {
+    both(FullParamC<FullParam::ScaleTril>{});
+  }
 }
 
 // A non-finite entry in row 1: that row's KL is NaN, rows 0 and 2 are right.
@@ -277,8 +349,8 @@ void run_nan_case(int D, std::mt19937_64& rng) {
   Inputs in = make_inputs(c, N, rng);
   in.m_q[static_cast<size_t>(1) * D * D + static_cast<size_t>(D - 1) * D] = std::nan("");
   const std::vector<double> gin(N, 1.0);
-  const Result got = run_group<G, float>(c, in, N, gin);
-  const Result want = run_rows<double>(c, in, N, gin);
+  const Result got = run_group<FullParam::ScaleTril, G, float>(c, in, N, gin);
+  const Result want = run_rows<FullParam::ScaleTril, double>(c, in, N, gin);
   char what[96];
   std::snprintf(what, sizeof what, "G=%d D=%d NaN in row 1", G, D);
   const bool ok = std::isnan(got.kl[1]) && std::fabs(got.kl[0] - want.kl[0]) <= 2e-4 * want.kl[0] &&
@@ -292,65 +364,27 @@ void run_nan_case(int D, std::mt19937_64& rng) {
   }
 }
 
-// cov pairs (forward only: factored in the group): SPD matrices built as
-// L L^T from the scale_tril inputs, against the row code's cov forward; one
-// indefinite row gives NaN in that row only.
-template <int G, typename S>
-std::vector<double> group_cov_forward(const Case& c, const Run<S>& run, int N) {
-  using A = typename AccType<S>::type;
-  std::vector<double> kl(N);
-  on_lanes<G, A>([&](const HostLanes<A>& lanes) {
-    for (int64_t row = 0; row < N; ++row) {
-      const A v = c.has_q ? group::forward<G, FullParam::Cov, true, StdMath, S>(run.r, row, lanes)
-                          : group::forward<G, FullParam::Cov, false, StdMath, S>(run.r, row, lanes);
-      if (lanes.lane() == 0) kl[row] = v;
-    }
-  });
-  return kl;
-}
-
+// cov: an indefinite row (found at the last pivot of the in-group
+// Cholesky) has a NaN KL, the other rows are right.
 template <int G>
-void run_cov_case(const Case& c, std::mt19937_64& rng) {
-  const int N = 3, D = c.D;
+void run_cov_nan_case(int D, std::mt19937_64& rng) {
+  const Case c{D, true, false, false, false, FullParam::Cov};
+  const int N = 3;
   Inputs in = make_inputs(c, N, rng);
-  auto to_cov = [&](std::vector<double>& m, int rows) {  // row-major L -> L L^T (full, symmetric)
-    std::vector<double> out(m.size());
-    for (int n = 0; n < rows; ++n) {
-      const double* l = m.data() + static_cast<size_t>(n) * D * D;
-      for (int i = 0; i < D; ++i) {
-        for (int j = 0; j < D; ++j) {
-          double s = 0;
-          for (int k = 0; k <= std::min(i, j); ++k) s += l[i * D + k] * l[j * D + k];
-          out[static_cast<size_t>(n) * D * D + i * D + j] = s;
-        }
-      }
-    }
-    m = out;
-  };
-  to_cov(in.m_p, N);
-  if (c.has_q) to_cov(in.m_q, c.q_shared ? 1 : N);
-  // Row 2 of p: not positive definite, found at the last pivot.
   in.m_p[static_cast<size_t>(2) * D * D + static_cast<size_t>(D - 1) * D + (D - 1)] = -1.0;
-  Run<double> rd(c, in, N);
-  Run<float> rf(c, in, N);
-  std::vector<double> want(N);
-  std::vector<double> ws(FullWork<double>::size(D));
-  const FullWork<double> w(ws.data(), D);
-  for (int64_t row = 0; row < N; ++row) {
-    want[row] = c.has_q ? full_row_forward<FullParam::Cov, FullParam::Cov, true, StdMath, double>(rd.r, row, w)
-                        : full_row_forward<FullParam::Cov, FullParam::Cov, false, StdMath, double>(rd.r, row, w);
-  }
-  char what[160];
-  std::snprintf(what, sizeof what, "cov G=%d D=%d q=%d shared=%d f64", G, D, c.has_q, c.q_shared);
-  compare(what, group_cov_forward<G, double>(c, rd, N), want, 1e-9, 0.0);
-  std::snprintf(what, sizeof what, "cov G=%d D=%d q=%d shared=%d f32", G, D, c.has_q, c.q_shared);
-  compare(what, group_cov_forward<G, float>(c, rf, N), want, 2e-4, 0.0);
-  std::snprintf(what, sizeof what, "cov G=%d D=%d: the indefinite row is NaN", G, D);
-  if (std::isnan(want[2])) {
+  const std::vector<double> gin(N, 1.0);
+  const Result got = run_group<FullParam::Cov, G, float>(c, in, N, gin);
+  const Result want = run_rows<FullParam::Cov, double>(c, in, N, gin);
+  char what[96];
+  std::snprintf(what, sizeof what, "cov G=%d D=%d indefinite row 2", G, D);
+  const bool ok = std::isnan(got.kl[2]) && std::isnan(want.kl[2]) &&
+      std::fabs(got.kl[0] - want.kl[0]) <= 2e-4 * want.kl[0] && std::fabs(got.kl[1] - want.kl[1]) <= 2e-4 * want.kl[1];
+  if (ok) {
     ++g_pass;
   } else {
     ++g_fail;
-    std::printf("FAIL %s (the reference is %g)\n", what, want[2]);
+    std::printf("FAIL %s: %g %g %g (want %g %g nan)\n", what, got.kl[0], got.kl[1], got.kl[2], want.kl[0],
+                want.kl[1]);
   }
 }
 
@@ -367,9 +401,12 @@ void run_width(std::initializer_list<int> dims, std::mt19937_64& rng) {
     run_case<G>({D, true, true, true, false}, rng);
     run_case<G>({D, true, false, true, true}, rng);
     run_nan_case<G>(D, rng);
-    run_cov_case<G>({D, true, false, false, false}, rng);
-    run_cov_case<G>({D, true, true, false, false}, rng);
-    run_cov_case<G>({D, false, false, false, false}, rng);
+    constexpr FullParam kCov = FullParam::Cov;
+    run_case<G>({D, true, false, false, false, kCov}, rng);
+    run_case<G>({D, false, false, false, false, kCov}, rng);
+    run_case<G>({D, true, true, true, false, kCov}, rng);
+    run_case<G>({D, true, false, false, true, kCov}, rng);
+    run_cov_nan_case<G>(D, rng);
   }
 }
 
