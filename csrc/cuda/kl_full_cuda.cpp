@@ -15,35 +15,23 @@
 namespace gaussian_kl {
 namespace {
 
-constexpr int64_t kBlock = 128;           // kThreads of kl_full_kernels.cu
-constexpr int64_t kMaxThreads = 1 << 18;  // ~ a full H100/H200 (132 SMs x 2048)
-constexpr int64_t kWsBytes = 256 << 20;   // workspace cap: fewer threads for large D
-
-// Threads (a multiple of kBlock) and their workspace for `rows` rows; none
-// for the pairs that run on lane groups.
-at::Tensor workspace(const FullProblem& prob, int64_t* threads) {
+// The launch plan of prob and its global workspace (undefined when the
+// kernels need none).
+at::Tensor workspace(const FullProblem& prob, bool backward, FullCudaPlan* plan) {
+  *plan = kl_full_cuda_plan(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1], prob.rows, backward);
+  if (plan->per_unit == 0) return at::Tensor();
   const auto acc = prob.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t per = kl_full_cuda_ws_per_thread(prob.kind[0], prob.kind[1], prob.rows);
-  if (per == 0) {
-    *threads = 0;
-    return at::Tensor();
-  }
-  const int64_t bytes = per * (acc == at::kDouble ? 8 : 4);
-  int64_t t = std::min<int64_t>(prob.rows.rows, std::max<int64_t>(1, kWsBytes / bytes));
-  t = std::min<int64_t>(t, kMaxThreads);  // bounded by the thread count, not by B
-  t = (t + kBlock - 1) / kBlock * kBlock;
-  *threads = t;
-  return at::empty({t * per}, prob.mu[0].options().dtype(acc));
+  return at::empty({plan->units * plan->per_unit}, prob.mu[0].options().dtype(acc));
 }
 
 // check=True costs one host sync.
 at::Tensor forward(const FullProblem& prob, const at::Tensor& like, bool check) {
   at::Tensor out = at::empty(prob.batch_shape, like.options());
   if (prob.rows.rows > 0) {
-    int64_t threads = 0;
-    at::Tensor ws = workspace(prob, &threads);
-    C10_CUDA_CHECK(kl_full_forward_cuda_launch(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1],
-                                               prob.rows, out.data_ptr(), ws.defined() ? ws.data_ptr() : nullptr, threads,
+    FullCudaPlan plan;
+    at::Tensor ws = workspace(prob, false, &plan);
+    C10_CUDA_CHECK(kl_full_forward_cuda_launch(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1], prob.rows,
+                                               out.data_ptr(), plan, ws.defined() ? ws.data_ptr() : nullptr,
                                                c10::cuda::getCurrentCUDAStream()));
   }
   if (check) raise_if_invalid_full(out, prob);
@@ -58,11 +46,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
   std::vector<at::Tensor> grads = alloc_full_grads(prob, like, mask, &o);
   if (prob.rows.rows > 0) {
     const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
-    int64_t threads = 0;
-    at::Tensor ws = workspace(prob, &threads);
-    C10_CUDA_CHECK(kl_full_backward_cuda_launch(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1],
-                                                prob.rows, g.data_ptr(), g.stride(0), o, ws.defined() ? ws.data_ptr() : nullptr,
-                                                threads, c10::cuda::getCurrentCUDAStream()));
+    FullCudaPlan plan;
+    at::Tensor ws = workspace(prob, true, &plan);
+    C10_CUDA_CHECK(kl_full_backward_cuda_launch(scalar_kind(prob.dtype), prob.kind[0], prob.kind[1], prob.rows,
+                                                g.data_ptr(), g.stride(0), o, plan,
+                                                ws.defined() ? ws.data_ptr() : nullptr,
+                                                c10::cuda::getCurrentCUDAStream()));
   }
   return {grads[0], grads[1], grads[2], grads[3]};
 }

@@ -1,14 +1,17 @@
 // CUDA kernels of the full-covariance KL.
 // - kl_full with D <= 32 (scale_tril or cov): lane groups,
 //   kl_full_group_kernels.cu.
-// - everything else: one thread per batch element running the same row code
-//   as the CPU (kl_full_row.h) on a per-thread workspace in global memory.
-//   Correct for any D (blocked/shared-memory kernels for large D are future
-//   work).
+// - the other kl_full pairs (D > 32, a host-factored shared q): a block per
+//   batch element, kl_full_block_kernels.cu.
+// - kl_mixed (a diagonal side): one thread per batch element running the
+//   same row code as the CPU (kl_full_row.h) on a per-thread workspace in
+//   global memory (a diagonal q costs O(D^2) per row; the diagonal p
+//   against a full q solves in the thread).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../kl_full_block.h"  // block::usable
 #include "../kl_full_group.h"  // group::usable
 #include "../kl_full_row.h"
 #include "half_convert.cuh"
@@ -45,57 +48,62 @@ __global__ void __launch_bounds__(kThreads) kl_full_backward_kernel(
   }
 }
 
-// dtype x (pp, pq, has q) -> f(element tag, PP, PQ, HasQ); mixed pairs
-// (pp != pq) always have q.
+// dtype x (pp, pq) -> f(element tag, PP, PQ, HasQ = true): the kl_mixed
+// pairs (the kl_full pairs run on lane groups or blocks).
 template <typename F>
-void dispatch_full(ScalarKind kind, FullParam pp, FullParam pq, bool has_q, const F& f) {
-  auto with_variant = [&](auto tag) {
-    if (pp == pq || !has_q) {
-      dispatch_full_variant(pp, has_q, [&](auto p, auto hq) { f(tag, p, p, hq); });
-    } else {
-      dispatch_mixed_variant(pp, pq, [&](auto p, auto q) { f(tag, p, q, std::true_type{}); });
-    }
-  };
-  dispatch_kind(kind, with_variant);
+void dispatch_mixed(ScalarKind kind, FullParam pp, FullParam pq, const F& f) {
+  dispatch_kind(kind, [&](auto tag) {
+    dispatch_mixed_variant(pp, pq, [&](auto p, auto q) { f(tag, p, q, std::true_type{}); });
+  });
 }
 
 }  // namespace
 
-int64_t kl_full_cuda_ws_per_thread(FullParam pp, FullParam pq, const FullRows& r) {
-  if (group::usable(pp, pq, r)) return 0;
-  return FullWork<float>::size(r.dim);  // elements of one row's workspace (any A)
+FullCudaPlan kl_full_cuda_plan(ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, bool backward) {
+  if (r.rows == 0 || group::usable(pp, pq, r)) return {};
+  if (block::usable(pp, pq, r)) return kl_full_block_plan(kind, pp, r, backward);
+  constexpr int64_t kMaxThreads = 1 << 18;  // ~ a full H100/H200 (132 SMs x 2048)
+  FullCudaPlan plan;
+  plan.per_unit = FullWork<float>::size(r.dim);  // accumulators of one row (any A)
+  const int64_t bytes = plan.per_unit * (kind == ScalarKind::Double ? 8 : 4);
+  int64_t t = r.rows;
+  if (t > kFullCudaWsBytes / bytes) t = kFullCudaWsBytes / bytes;  // fewer threads for large D
+  if (t > kMaxThreads) t = kMaxThreads;
+  if (t < 1) t = 1;
+  plan.units = (t + kThreads - 1) / kThreads * kThreads;
+  return plan;
 }
 
-// ws_threads must be a multiple of kThreads (the launcher rounds it).
 cudaError_t kl_full_forward_cuda_launch(
-    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, void* out, void* ws,
-    int64_t ws_threads, cudaStream_t stream) {
+    ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, void* out, const FullCudaPlan& plan, void* ws,
+    cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
   if (group::usable(pp, pq, r)) return kl_full_group_forward_launch(kind, pp, r, out, stream);
-  const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
-  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r);
-  dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
+  if (block::usable(pp, pq, r)) return kl_full_block_forward_launch(kind, pp, r, out, plan, ws, stream);
+  dispatch_mixed(kind, pp, pq, [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
     kl_full_forward_kernel<S, decltype(PP)::value, decltype(PQ)::value, decltype(HQ)::value>
-        <<<blocks, kThreads, 0, stream>>>(r, static_cast<S*>(out), static_cast<A*>(ws), per);
+        <<<static_cast<unsigned>(plan.units / kThreads), kThreads, 0, stream>>>(
+            r, static_cast<S*>(out), static_cast<A*>(ws), plan.per_unit);
   });
   return cudaGetLastError();
 }
 
 cudaError_t kl_full_backward_cuda_launch(
     ScalarKind kind, FullParam pp, FullParam pq, const FullRows& r, const void* grad,
-    int64_t grad_stride, const FullGradOut& o, void* ws, int64_t ws_threads, cudaStream_t stream) {
+    int64_t grad_stride, const FullGradOut& o, const FullCudaPlan& plan, void* ws, cudaStream_t stream) {
   if (r.rows == 0) return cudaSuccess;
   if (group::usable(pp, pq, r)) return kl_full_group_backward_launch(kind, pp, r, grad, grad_stride, o, stream);
-  const unsigned blocks = static_cast<unsigned>(ws_threads / kThreads);
-  const int64_t per = kl_full_cuda_ws_per_thread(pp, pq, r);
-  dispatch_full(kind, pp, pq, r.has_q(), [&](auto tag, auto PP, auto PQ, auto HQ) {
+  if (block::usable(pp, pq, r)) {
+    return kl_full_block_backward_launch(kind, pp, r, grad, grad_stride, o, plan, ws, stream);
+  }
+  dispatch_mixed(kind, pp, pq, [&](auto tag, auto PP, auto PQ, auto HQ) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
     kl_full_backward_kernel<S, decltype(PP)::value, decltype(PQ)::value, decltype(HQ)::value>
-        <<<blocks, kThreads, 0, stream>>>(
-        r, static_cast<const S*>(grad), grad_stride, o, static_cast<A*>(ws), per);
+        <<<static_cast<unsigned>(plan.units / kThreads), kThreads, 0, stream>>>(
+            r, static_cast<const S*>(grad), grad_stride, o, static_cast<A*>(ws), plan.per_unit);
   });
   return cudaGetLastError();
 }

@@ -23,6 +23,7 @@
 #include <random>
 #include <vector>
 
+#include "kl_full_block.h"
 #include "kl_full_group.h"
 #include "kl_full_row.h"
 
@@ -103,6 +104,27 @@ struct HostLanes {
   A* smem() const { return reinterpret_cast<A*>(grp->smem.data()); }
 };
 
+// The thread policy of kl_full_block.h over the fibers (every thread makes
+// the same sequence of calls, as the CUDA block does).
+template <typename A>
+struct HostBlock {
+  int thread_;
+  Group* grp;
+  mutable int parity = 0;
+  int thread() const { return thread_; }
+  int count() const { return grp->G; }
+  void sync() const { grp->barrier(); }
+  A sum(A v) const {  // in thread order: the same value on every thread
+    std::vector<double>& s = grp->slot[parity];
+    parity ^= 1;
+    s[thread_] = static_cast<double>(v);
+    grp->barrier();
+    A t = A(0);
+    for (int k = 0; k < grp->G; ++k) t += static_cast<A>(s[k]);
+    return t;
+  }
+};
+
 struct Case {
   int D;
   bool has_q;
@@ -110,6 +132,7 @@ struct Case {
   bool col_major;  // inputs and matrix gradients column-major
   bool near;       // q = p perturbed by 1e-4 relative
   FullParam param = FullParam::ScaleTril;  // cov: L L^T of the random factors
+  bool host_q = false;  // cov, shared q: factored once on the host (FullRows::lq_shared)
 };
 
 // The covariances L L^T of `rows` factors stored in m (lower triangles, in
@@ -175,7 +198,9 @@ Inputs make_inputs(const Case& c, int N, std::mt19937_64& rng) {
 
 template <typename S>
 struct Run {
+  using A = typename AccType<S>::type;
   std::vector<S> mu_p, m_p, mu_q, m_q;
+  std::vector<A> lq;  // host_q: the factor of the shared q
   FullRows r;
   Run(const Case& c, const Inputs& in, int N) {
     auto cast = [](const std::vector<double>& v) { return std::vector<S>(v.begin(), v.end()); };
@@ -197,6 +222,11 @@ struct Run {
       r.m_q = m_q.data();
       r.mu_rs[1] = D;
       r.m_rs[1] = c.q_shared ? 0 : static_cast<int64_t>(D) * D;
+    }
+    if (c.host_q) {  // as the launcher does: factor the (symmetric, row-major) covariance in A
+      lq.assign(m_q.begin(), m_q.begin() + static_cast<size_t>(D) * D);
+      if (!cholesky_lower<StdMath>(lq.data(), D)) std::fill(lq.begin(), lq.end(), kl_nan<A>());
+      r.lq_shared = lq.data();
     }
     r.rows = N;
     r.dim = D;
@@ -261,6 +291,45 @@ Result run_group(const Case& c, const Inputs& in, int N, const std::vector<doubl
   return res;
 }
 
+// The block code on nt threads.
+template <FullParam P, typename S>
+Result run_block(const Case& c, const Inputs& in, int N, const std::vector<double>& gin, int nt) {
+  using A = typename AccType<S>::type;
+  Run<S> run(c, in, N);
+  Grads<S> grads(c, N);
+  std::vector<S> gs(gin.begin(), gin.end());
+  const int na = std::max(block::arrays(P, false), block::arrays(P, true));
+  std::vector<A> scratch(block::scratch_size(c.D, na), A(-3));  // stale values: must be overwritten
+  const block::Scratch<A> w(scratch.data(), c.D, na);
+  Result res;
+  res.kl.assign(N, 0.0);
+  // Forward and backward as separate launches (the scratch holds stale
+  // values at each start, and each row's the previous row's).
+  Group grp(nt);
+  grp.run([&](int t) {
+    const HostBlock<A> bl{t, &grp};
+    for (int64_t row = 0; row < N; ++row) {
+      const A kl = c.has_q ? block::forward<P, true, StdMath, S>(run.r, row, bl, w)
+                           : block::forward<P, false, StdMath, S>(run.r, row, bl, w);
+      if (t == 0) res.kl[row] = kl;
+    }
+  });
+  std::fill(scratch.begin(), scratch.end(), A(-3));
+  grp.run([&](int t) {
+    const HostBlock<A> bl{t, &grp};
+    for (int64_t row = 0; row < N; ++row) {
+      const A g = kl_load(gs[row]);
+      if (c.has_q) {
+        block::backward<P, true, StdMath, S>(run.r, row, g, grads.o, bl, w);
+      } else {
+        block::backward<P, false, StdMath, S>(run.r, row, g, grads.o, bl, w);
+      }
+    }
+  });
+  grads.into(&res);
+  return res;
+}
+
 // The CPU row code (the reference), in S.
 template <FullParam P, typename S>
 Result run_rows(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) {
@@ -305,18 +374,38 @@ void compare(const char* what, const std::vector<double>& got, const std::vector
   }
 }
 
+// The code under test: a lane group of G (kl_full_group.h) or a block of
+// nt threads (kl_full_block.h).
 template <int G>
-void run_case(const Case& c, std::mt19937_64& rng) {
+struct OnGroup {
+  void name(char* buf, size_t n) const { std::snprintf(buf, n, "G=%d", G); }
+  template <FullParam P, typename S>
+  Result run(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) const {
+    return run_group<P, G, S>(c, in, N, gin);
+  }
+};
+struct OnBlock {
+  int nt;
+  void name(char* buf, size_t n) const { std::snprintf(buf, n, "block of %d", nt); }
+  template <FullParam P, typename S>
+  Result run(const Case& c, const Inputs& in, int N, const std::vector<double>& gin) const {
+    return run_block<P, S>(c, in, N, gin, nt);
+  }
+};
+
+template <typename On>
+void run_case(const On& on, const Case& c, std::mt19937_64& rng) {
   const int N = 3;
   Inputs in = make_inputs(c, N, rng);
   std::vector<double> gin(N);
   std::uniform_real_distribution<double> ud(0.5, 2.0);
   for (double& v : gin) v = ud(rng);
   const bool cov = c.param == FullParam::Cov;
-  char tag[160];
-  std::snprintf(tag, sizeof tag, "%s G=%d D=%d q=%d shared=%d col=%d near=%d", cov ? "cov" : "scale_tril", G, c.D,
-                c.has_q, c.q_shared, c.col_major, c.near);
-  char what[220];
+  char who[40], tag[200];
+  on.name(who, sizeof who);
+  std::snprintf(tag, sizeof tag, "%s %s D=%d q=%d shared=%d col=%d near=%d host_q=%d", cov ? "cov" : "scale_tril",
+                who, c.D, c.has_q, c.q_shared, c.col_major, c.near, c.host_q);
+  char what[260];
   auto check_all = [&](const char* prec, const Result& got, const Result& want, double rtol, double atol) {
     std::snprintf(what, sizeof what, "%s %s kl", tag, prec);
     compare(what, got.kl, want.kl, rtol, 0.0);
@@ -330,9 +419,9 @@ void run_case(const Case& c, std::mt19937_64& rng) {
     constexpr FullParam kP = decltype(P)::value;
     const Result want = run_rows<kP, double>(c, in, N, gin);
     // float64: the same math, rounding order aside.
-    check_all("f64", run_group<kP, G, double>(c, in, N, gin), want, 1e-9, 1e-12);
+    check_all("f64", on.template run<kP, double>(c, in, N, gin), want, 1e-9, 1e-12);
     // float32 against the float64 row code (near p == q: KL ~ 1e-8, relative 1e-2).
-    check_all("f32", run_group<kP, G, float>(c, in, N, gin), want, c.near ? 1e-2 : 2e-4, c.near ? 1e-2 : 1e-5);
+    check_all("f32", on.template run<kP, float>(c, in, N, gin), want, c.near ? 1e-2 : 2e-4, c.near ? 1e-2 : 1e-5);
   };
   if (cov) {
     both(FullParamC<FullParam::Cov>{});
@@ -344,9 +433,9 @@ void run_case(const Case& c, std::mt19937_64& rng) {
 // One bad row, float32: that row's KL is NaN (as the row code's), the
 // others are right. scale_tril: +inf in p of row 1 (it would only make the
 // sum +inf: the NaN comes from the x - x check of the inputs); cov: row 2 of
-// p indefinite (found at the last pivot of the in-group Cholesky).
-template <int G, FullParam P>
-void run_bad_row_case(int D, std::mt19937_64& rng) {
+// p indefinite (found at the last pivot of the Cholesky factorisation).
+template <FullParam P, typename On>
+void run_bad_row_case(const On& on, int D, std::mt19937_64& rng) {
   const Case c{D, true, false, false, false, P};
   const int N = 3;
   const bool cov = P == FullParam::Cov;
@@ -358,18 +447,38 @@ void run_bad_row_case(int D, std::mt19937_64& rng) {
     in.m_p[static_cast<size_t>(bad) * D * D + static_cast<size_t>(D - 1) * D] = INFINITY;
   }
   const std::vector<double> gin(N, 1.0);
-  const Result got = run_group<P, G, float>(c, in, N, gin);
+  const Result got = on.template run<P, float>(c, in, N, gin);
   const Result want = run_rows<P, double>(c, in, N, gin);
   bool ok = std::isnan(got.kl[bad]) && std::isnan(want.kl[bad]);
   for (int row = 0; row < N; ++row) {
     if (row != bad) ok = ok && std::fabs(got.kl[row] - want.kl[row]) <= 2e-4 * want.kl[row];
   }
+  char who[40];
+  on.name(who, sizeof who);
   if (ok) {
     ++g_pass;
   } else {
     ++g_fail;
-    std::printf("FAIL %s G=%d D=%d bad row %d: got %g %g %g, want %g %g %g\n", cov ? "cov" : "scale_tril", G, D,
+    std::printf("FAIL %s %s D=%d bad row %d: got %g %g %g, want %g %g %g\n", cov ? "cov" : "scale_tril", who, D,
                 bad, got.kl[0], got.kl[1], got.kl[2], want.kl[0], want.kl[1], want.kl[2]);
+  }
+}
+
+// The cases of each D on `on`.
+template <typename On>
+void run_dims(const On& on, std::initializer_list<int> dims, std::mt19937_64& rng) {
+  for (int D : dims) {
+    run_case(on, {D, true, false, false, false}, rng);
+    run_case(on, {D, false, false, false, false}, rng);
+    run_case(on, {D, true, true, true, false}, rng);
+    run_case(on, {D, true, false, true, true}, rng);
+    run_bad_row_case<FullParam::ScaleTril>(on, D, rng);
+    constexpr FullParam kCov = FullParam::Cov;
+    run_case(on, {D, true, false, false, false, kCov}, rng);
+    run_case(on, {D, false, false, false, false, kCov}, rng);
+    run_case(on, {D, true, true, true, false, kCov}, rng);
+    run_case(on, {D, true, false, false, true, kCov}, rng);
+    run_bad_row_case<FullParam::Cov>(on, D, rng);
   }
 }
 
@@ -379,19 +488,24 @@ void run_width(std::initializer_list<int> dims, std::mt19937_64& rng) {
     if (group::width(D) != G) {
       ++g_fail;
       std::printf("FAIL D=%d is not run with G=%d\n", D, G);
-      continue;
     }
-    run_case<G>({D, true, false, false, false}, rng);
-    run_case<G>({D, false, false, false, false}, rng);
-    run_case<G>({D, true, true, true, false}, rng);
-    run_case<G>({D, true, false, true, true}, rng);
-    run_bad_row_case<G, FullParam::ScaleTril>(D, rng);
-    constexpr FullParam kCov = FullParam::Cov;
-    run_case<G>({D, true, false, false, false, kCov}, rng);
-    run_case<G>({D, false, false, false, false, kCov}, rng);
-    run_case<G>({D, true, true, true, false, kCov}, rng);
-    run_case<G>({D, true, false, false, true, kCov}, rng);
-    run_bad_row_case<G, FullParam::Cov>(D, rng);
+  }
+  run_dims(OnGroup<G>{}, dims, rng);
+}
+
+// Block cases: the D the lane groups leave (33 .. 128 and beyond), a few
+// small D, more columns than threads (threads stride), and a shared cov q
+// factored on the host (lq_shared), which only the block code takes.
+void run_blocks(std::mt19937_64& rng) {
+  run_dims(OnBlock{64}, {1, 5, 33, 64}, rng);
+  run_dims(OnBlock{96}, {100}, rng);
+  run_dims(OnBlock{32}, {70}, rng);
+  for (int D : {5, 40}) {
+    Case c{D, true, true, false, false, FullParam::Cov};
+    c.host_q = true;
+    run_case(OnBlock{64}, c, rng);
+    c.col_major = true;
+    run_case(OnBlock{64}, c, rng);
   }
 }
 
@@ -402,6 +516,7 @@ int main() {
   run_width<8>({1, 2, 5, 8}, rng);
   run_width<16>({9, 16}, rng);
   run_width<32>({17, 32}, rng);
+  run_blocks(rng);
   std::printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail == 0 ? 0 : 1;
 }
