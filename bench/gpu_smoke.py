@@ -40,7 +40,7 @@ def main() -> int:
     bad = 0
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         tol = 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
-        for D in (1, 5, 8, 20, 32, 64, 130):  # vector paths and tails; lane groups of 8 and 32 (full)
+        for D in (1, 5, 8, 20, 32, 64, 130):  # vector paths and tails; lane groups of 8 and 32, blocks (full)
             for param in gkl.DIAG_PARAMS:
                 mu = torch.randn(33, D, generator=g)
                 s = torch.rand(33, D, generator=g) + 0.5
@@ -56,21 +56,21 @@ def main() -> int:
                     bad += 1
                     print(f"MISMATCH kl_diag {dtype} D={D} {param}: {err:.2e}")
                 gkl.kl_diag(*(t.detach() for t in ins[:2]), param=param, check=False)
-            for param in gkl.FULL_PARAMS:
-                if D > 64:
-                    continue
+            for param in gkl.FULL_PARAMS:  # lane groups (D <= 32), blocks (shared memory; D = 130: global scratch)
                 A = torch.randn(9, D, D, generator=g, dtype=torch.float64)
                 S = A @ A.mT / D + torch.eye(D, dtype=torch.float64)
                 m = torch.linalg.cholesky(S) if param == "scale_tril" else S
                 mu = torch.randn(9, D, generator=g, dtype=torch.float64)
-                ins = [t.to("cuda", dtype).requires_grad_() for t in (mu, m, mu.flip(0), m.flip(0))]
-                out = gkl.kl_full(*ins, param=param)
-                out.sum().backward()
-                ref = gkl.kl_full(mu, m, mu.flip(0), m.flip(0), param=param)
-                err = ((out.double().cpu() - ref).abs() / ref.abs().clamp_min(1)).max().item()
-                if err > tol * 10:
-                    bad += 1
-                    print(f"MISMATCH kl_full {dtype} D={D} {param}: {err:.2e}")
+                for q in ("full", "shared", "prior"):
+                    qs = {"full": (mu.flip(0), m.flip(0)), "shared": (mu[0], m[0]), "prior": ()}[q]
+                    ins = [t.to("cuda", dtype).requires_grad_() for t in (mu, m, *qs)]
+                    out = gkl.kl_full(*ins, param=param)
+                    out.sum().backward()
+                    ref = gkl.kl_full(mu, m, *qs, param=param)
+                    err = ((out.double().cpu() - ref).abs() / ref.abs().clamp_min(1)).max().item()
+                    if err > tol * 10:
+                        bad += 1
+                        print(f"MISMATCH kl_full {dtype} D={D} {param} q={q}: {err:.2e}")
             if D <= 64:
                 bad += mixed_pairs(g, dtype, D, tol * 10)
     torch.cuda.synchronize()
