@@ -95,6 +95,21 @@ cudaError_t launch(Kernel kernel, const FullCudaPlan& plan, int64_t D, int64_t s
   return cudaGetLastError();
 }
 
+// dtype x (param, has q) -> f(element tag, P, HasQ, bytes of the block's
+// scratch); returns f's error.
+template <typename F>
+cudaError_t dispatch_block(ScalarKind kind, FullParam param, const FullRows& r, bool backward, const F& f) {
+  cudaError_t err = cudaSuccess;
+  dispatch_kind(kind, [&](auto tag) {
+    using A = typename AccType<decltype(tag)>::type;
+    dispatch_full_variant(param, r.has_q(), [&](auto P, auto HQ) {
+      const int64_t n = block::scratch_size(r.dim, block::arrays(decltype(P)::value, backward));
+      err = f(tag, P, HQ, n * static_cast<int64_t>(sizeof(A)));
+    });
+  });
+  return err;
+}
+
 }  // namespace
 
 FullCudaPlan kl_full_block_plan(ScalarKind kind, FullParam param, const FullRows& r, bool backward) {
@@ -117,35 +132,23 @@ FullCudaPlan kl_full_block_plan(ScalarKind kind, FullParam param, const FullRows
 
 cudaError_t kl_full_block_forward_launch(ScalarKind kind, FullParam param, const FullRows& r, void* out,
                                          const FullCudaPlan& plan, void* ws, cudaStream_t stream) {
-  cudaError_t err = cudaSuccess;
-  dispatch_kind(kind, [&](auto tag) {
+  return dispatch_block(kind, param, r, false, [&](auto tag, auto P, auto HQ, int64_t bytes) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
-    dispatch_full_variant(param, r.has_q(), [&](auto P, auto HQ) {
-      constexpr FullParam kP = decltype(P)::value;
-      const int64_t bytes = block::scratch_size(r.dim, block::arrays(kP, false)) * sizeof(A);
-      err = launch(kl_full_block_forward_kernel<S, kP, decltype(HQ)::value>, plan, r.dim, bytes, stream, r,
-                   static_cast<S*>(out), static_cast<A*>(ws), plan.per_unit);
-    });
+    return launch(kl_full_block_forward_kernel<S, decltype(P)::value, decltype(HQ)::value>, plan, r.dim, bytes,
+                  stream, r, static_cast<S*>(out), static_cast<A*>(ws), plan.per_unit);
   });
-  return err;
 }
 
 cudaError_t kl_full_block_backward_launch(ScalarKind kind, FullParam param, const FullRows& r, const void* grad,
                                           int64_t grad_stride, const FullGradOut& o, const FullCudaPlan& plan,
                                           void* ws, cudaStream_t stream) {
-  cudaError_t err = cudaSuccess;
-  dispatch_kind(kind, [&](auto tag) {
+  return dispatch_block(kind, param, r, true, [&](auto tag, auto P, auto HQ, int64_t bytes) {
     using S = decltype(tag);
     using A = typename AccType<S>::type;
-    dispatch_full_variant(param, r.has_q(), [&](auto P, auto HQ) {
-      constexpr FullParam kP = decltype(P)::value;
-      const int64_t bytes = block::scratch_size(r.dim, block::arrays(kP, true)) * sizeof(A);
-      err = launch(kl_full_block_backward_kernel<S, kP, decltype(HQ)::value>, plan, r.dim, bytes, stream, r,
-                   static_cast<const S*>(grad), grad_stride, o, static_cast<A*>(ws), plan.per_unit);
-    });
+    return launch(kl_full_block_backward_kernel<S, decltype(P)::value, decltype(HQ)::value>, plan, r.dim, bytes,
+                  stream, r, static_cast<const S*>(grad), grad_stride, o, static_cast<A*>(ws), plan.per_unit);
   });
-  return err;
 }
 
 }  // namespace gaussian_kl
