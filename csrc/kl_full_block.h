@@ -32,10 +32,12 @@ namespace gaussian_kl {
 namespace block {
 
 // The pairs this code handles: p against a q of the same kind, scale_tril
-// or cov (per row, shared, or factored once by the host), or none.
+// or cov (per row, shared, or factored once by the host), or none; any D
+// (D = 0: KL 0, no gradient entries). Every kl_full pair the lane groups
+// do not take.
 inline bool usable(FullParam pp, FullParam pq, const FullRows& r) {
   const bool kind = pp == FullParam::ScaleTril || pp == FullParam::Cov;
-  return kind && (!r.has_q() || pq == pp) && r.dim >= 1;
+  return kind && (!r.has_q() || pq == pp);
 }
 
 // D x (D + 1) arrays a row needs: forward E and Lq; backward also X (and

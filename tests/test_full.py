@@ -67,6 +67,20 @@ def test_batch_shapes_broadcast_and_empty(device, gen):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("param", ["scale_tril", "cov"])
+@pytest.mark.parametrize("q", [True, False])
+def test_zero_event_size(device, param, q):
+    """D = 0: the KL of two 0-dimensional Gaussians is 0, gradients empty
+    (on CUDA the block kernels take D = 0)."""
+    ts = [torch.zeros(3, 0, device=device), torch.zeros(3, 0, 0, device=device)]
+    ts = [t.requires_grad_() for t in (ts + [t.clone() for t in ts] if q else ts)]
+    out = gkl.kl_full(*ts, param=param)
+    assert out.shape == (3,) and torch.equal(out.cpu(), torch.zeros(3))
+    out.sum().backward()
+    assert all(t.grad.shape == t.shape for t in ts)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_scale_tril_upper_triangle_ignored_and_noncontiguous(device, gen):
     D = 6
     mu_p, L_p, S_p = inputs("scale_tril", (5,), D, gen, device=device)
