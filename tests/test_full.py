@@ -251,7 +251,7 @@ def test_cuda_many_rows_equal_cpu(param, D, B, gen):
     """More rows than the grid holds (lane groups: warps stride over the
     rest; blocks: 2112 at most, they stride too), and at D = 130 cov the
     backward's scratch (272 KB) beyond shared memory: a global workspace of
-    at most 256 MB for ~940 blocks. The CUDA result equals the CPU one row
+    at most 256 MB for ~980 blocks. The CUDA result equals the CPU one row
     for row, forward and gradients (cov: the same inverses in another order)."""
     mu_p, m_p, _ = inputs(param, (B,), D, gen, torch.float32)
     mu_q, m_q, _ = inputs(param, (B,), D, gen, torch.float32)

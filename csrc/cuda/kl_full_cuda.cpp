@@ -6,7 +6,6 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <tuple>
 
 #include "../kl_full.h"
