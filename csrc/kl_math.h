@@ -71,6 +71,11 @@ GKL_INLINE T kl_abs(T x) {
   return x < T(0) ? -x : x;
 }
 
+template <typename T>
+GKL_INLINE T kl_min(T x, T y) {
+  return x < y ? x : y;
+}
+
 // Largest finite value (a plain compare against it vectorises where
 // std::isfinite may not).
 template <typename T>
@@ -179,8 +184,7 @@ struct DiagRatio {
 //              it is dropped; beyond, the whole term is below eps relative.
 //   r <  1/2:  log(r), no cancellation (d would have lost r's low bits).
 template <typename M, typename T>
-GKL_INLINE T log_ratio(T a, T b, T* ratio_minus_one) {
-  const T inv_b = T(1) / b;
+GKL_INLINE T log_ratio_inv(T a, T b, T inv_b /* 1 / b */, T* ratio_minus_one) {
   const T r = a * inv_b;
   const T d = (a - b) * inv_b;
   *ratio_minus_one = d;
@@ -188,6 +192,11 @@ GKL_INLINE T log_ratio(T a, T b, T* ratio_minus_one) {
   const T x = r < T(0.5) ? r : u;
   const T c = kl_abs(d) < T(0.5) ? d - (u - T(1)) : T(0);
   return M::log(x) + c;
+}
+
+template <typename M, typename T>
+GKL_INLINE T log_ratio(T a, T b, T* ratio_minus_one) {
+  return log_ratio_inv<M>(a, b, T(1) / b, ratio_minus_one);
 }
 
 template <DiagParam P, bool HasQ, bool WithPhi, typename M, typename T>
@@ -376,6 +385,32 @@ GKL_INLINE DiagGrad<T> diag_grad(T g, T mp, T sp, T mq, T sq) {
 // directly would cancel), and phi(2 log A_ii) is the diagonal "std" term
 // with sp = Lp_ii, sq = Lq_ii (log1p form). Matrices are row-major D x D
 // buffers with leading dimension D; only the lower triangle is used.
+
+// phi(2 log A_ii) for A_ii = lp / lq, given inv_lq = 1 / lq (the solves have
+// it): diag_term2<Std> without the mean terms, the same value for valid
+// inputs. NaN for a non-positive lp or lq; a non-finite input comes out
+// non-finite (inf or NaN), which the caller turns into NaN.
+// A math policy may provide phi_2log(r, d) = phi(2 log r) from r and
+// d = r - 1 (cpu/fast_math.h: one range reduction, three selects), for T
+// exactly (FastMath's float version must not take doubles by conversion).
+template <typename M, typename T, typename = void>
+struct HasPhi2Log : std::false_type {};
+template <typename M, typename T>
+struct HasPhi2Log<M, T, std::enable_if_t<std::is_same<decltype(M::phi_2log(T(1), T(0))), T>::value>>
+    : std::true_type {};
+
+template <typename M, typename T>
+GKL_INLINE T full_diag_term2(T lp, T lq, T inv_lq) {
+  T v;
+  if constexpr (HasPhi2Log<M, T>::value) {
+    v = M::phi_2log(lp * inv_lq, (lp - lq) * inv_lq);
+  } else {
+    T d;
+    const T ell = T(2) * log_ratio_inv<M>(lp, lq, inv_lq, &d);
+    v = phi(ell, d * (T(2) + d));
+  }
+  return kl_min(lp, lq) > T(0) ? v : kl_nan<T>();
+}
 
 // sum_{j < n} f(j) in L independent lanes summed in a fixed tree: the loop
 // vectorises (a single float accumulator would serialise on the add

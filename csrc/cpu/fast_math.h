@@ -143,11 +143,45 @@ GKL_FM_INLINE float fast_log(float x) {
 }
 
 // Policy for kl_math.h: fast float functions, libm for double.
+// phi(2 log r) = r^2 - 1 - 2 log r >= 0 for a ratio r = a / b > 0 given
+// with d = (a - b) / b (relatively accurate near r = 1, where r - 1 is
+// not): the diagonal term of the full-covariance KL, with one logarithm's
+// range reduction and series shared by both branches and three selects
+// (on AMD Zen 4 a compare into a mask and a blend cost ~1.7 cycles; the
+// generic phi(ell) of kl_math.h takes ~10 and a series of its own).
+//   r in [sqrt(1/2), sqrt(2)) (k = 0): f = d, s = d / (2 + d),
+//     log1p(d) = 2 atanh(s) = d - s d + 2 s P, P = s^2/3 + s^4/5 + ...
+//     (fast_log's series), so phi = d^2 + 2 (s d - 2 s P): every term
+//     of the same sign, |2 s P| <= |s d| / 15 (no cancellation).
+//   otherwise: (r^2 - 1) - 2 log r, r^2 - 1 = d (2 + d) (NaN for b = +inf,
+//     where r = 0 alone would give a finite value), log r = k ln2 + log m;
+//     |r^2 - 1| and 2 |log r| are then at most ~9x the result (r near
+//     sqrt(1/2)): <= 3 bits lost, as phi(ell) = expm1(ell) - ell does.
+// r = +inf gives +inf, NaN gives NaN; r must be > 0.
+GKL_FM_INLINE float fast_phi_2log(float r, float d) {
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+  const bool denorm = r < 1.17549435e-38f;
+  const float rs = denorm ? r * 8388608.0f : r;  // * 2^23
+  const int32_t bits = f2i(rs);
+  const int32_t e = (bits - 0x3f3504f3) >> 23;
+  const bool near = e == 0;  // (never for a denormal r: rs < 2^-103)
+  const float f = near ? d : i2f(bits - (e << 23)) - 1.0f;
+  const float s = f / (2.0f + f);
+  const float z = s * s;
+  const float sp =
+      s * (z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9 + z * (1.0f / 11))))));
+  const float kf = static_cast<float>(e - (denorm ? 23 : 0));
+  const float log_r = kf * kLn2Hi + (((f - s * f) + 2.0f * sp) + kf * kLn2Lo);
+  return near ? d * d + 2.0f * (s * d - 2.0f * sp) : d * (2.0f + d) - 2.0f * log_r;
+}
+
 struct FastMath {
   static GKL_FM_INLINE float exp(float x) { return fast_exp(x); }
   static GKL_FM_INLINE float expm1(float x) { return fast_expm1(x); }
   static GKL_FM_INLINE float expm1_phi(float x, float* phi) { return fast_expm1_phi(x, phi); }
   static GKL_FM_INLINE float log(float x) { return fast_log(x); }
+  static GKL_FM_INLINE float phi_2log(float r, float d) { return fast_phi_2log(r, d); }
   static GKL_FM_INLINE double exp(double x) { return StdMath::exp(x); }
   static GKL_FM_INLINE double expm1(double x) { return StdMath::expm1(x); }
   static GKL_FM_INLINE double log(double x) { return StdMath::log(x); }

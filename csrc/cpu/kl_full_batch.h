@@ -489,8 +489,8 @@ GKL_ALWAYS_INLINE void batch_forward(const FullRows& r, S* out, int64_t begin, i
       const V& lp = w.Lp[i * D + i];
       const V& lq = w.Lq[i * D + i];
       for (int k = 0; k < W; ++k) {
-        dg.v[k] += HasQ ? diag_term2<DiagParam::Std, true, FastMath>(A(0), lp.v[k], A(0), lq.v[k])
-                        : diag_term2<DiagParam::Std, false, FastMath>(A(0), lp.v[k], A(0), A(0));
+        dg.v[k] += HasQ ? full_diag_term2<FastMath>(lp.v[k], lq.v[k], A(1) / lq.v[k])
+                        : full_diag_term2<FastMath>(lp.v[k], A(1), A(1));
       }
       bb += w.b[i] * w.b[i];
     }

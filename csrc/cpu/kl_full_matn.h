@@ -294,12 +294,12 @@ GKL_MN float row_kl2(const FullRows& r, int64_t row, Work<N>& w) {
       _mm512_store_ps(w.dp + 16 * v, diagonal(lp, r.m_s0[0] + r.m_s1[0], v));
     }
     for (int k = 0; k < 16 * N; ++k) {  // vectorised by the compiler
-      w.dg[k] = diag_term2<DiagParam::Std, false, FastMath>(0.0f, w.dp[k], 0.0f, 0.0f);
+      w.dg[k] = full_diag_term2<FastMath>(w.dp[k], 1.0f, 1.0f);
     }
   } else {
     build_rows<N, true, PCol, QCol>(r, row, w, bad);
     for (int k = 0; k < 16 * N; ++k) {  // vectorised by the compiler
-      w.dg[k] = diag_term2<DiagParam::Std, true, FastMath>(0.0f, w.dp[k], 0.0f, w.dq[k]);
+      w.dg[k] = full_diag_term2<FastMath>(w.dp[k], w.dq[k], w.rq[k]);
     }
     solve_e<N, true>(r, row, w, sq);
   }

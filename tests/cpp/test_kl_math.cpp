@@ -221,6 +221,70 @@ void fast_math_sweep() {
         "NaN propagates", 0, 0);
 }
 
+
+// The full-covariance diagonal term phi(2 log(lp / lq)) in float, fused
+// (FastMath::phi_2log) and generic (StdMath), against double: ratios from
+// 1 +- 1e-7 to 1e+-30 (both branches of the fused form and the switch at
+// sqrt(1/2), sqrt(2)), denormal lp, and the specials.
+double full_diag_want(float lp, float lq) {
+  const double d = (double(lp) - double(lq)) / double(lq), r = double(lp) / double(lq);
+  if (std::fabs(d) < 1e-2) {  // d - log1p(d) by its series
+    double g = 0, t = d;
+    for (int k = 2; k < 12; ++k) {
+      t *= -d;
+      g += -t / k;
+    }
+    return d * d + 2 * g;
+  }
+  return (r * r - 1) - 2 * std::log(r);
+}
+
+void full_diag_sweep() {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(0, 1);
+  double worst[2] = {0, 0};
+  for (int i = 0; i < 400000; ++i) {
+    const float lq = float(std::pow(10.0, -3 + 6 * u(rng)));
+    float lp;
+    if (i % 3 == 0) {
+      lp = float(std::pow(10.0, -30 + 60 * u(rng)));
+    } else {
+      const double t = std::pow(10.0, -7 + 8 * u(rng)) * (u(rng) < 0.5 ? -0.999 : 1.0);
+      lp = float(lq * (1 + t));
+    }
+    if (!(lp > 0)) continue;
+    const double want = full_diag_want(lp, lq);
+    if (!(want > 1e-30) || want > 3e38) continue;  // (beyond float: inf, checked below)
+    const float inv = 1.0f / lq;
+    worst[0] = std::fmax(worst[0], std::fabs(full_diag_term2<cpu::FastMath>(lp, lq, inv) - want) / want);
+    worst[1] = std::fmax(worst[1], std::fabs(full_diag_term2<StdMath>(lp, lq, inv) - want) / want);
+  }
+  std::printf("full diag term max rel err: fused %.3g, generic %.3g\n", worst[0], worst[1]);
+  check(worst[0] < 4e-6, "full diag term (fused) max rel err", worst[0], 4e-6);
+  check(worst[1] < 4e-6, "full diag term (generic) max rel err", worst[1], 4e-6);
+  // Double: the generic form under either policy (FastMath's fused float
+  // version must not be chosen), to double rounding.
+  for (double lp : {0.3, 0.999999, 1.0000001, 2.5, 1e-30}) {
+    const double want = full_diag_term2<StdMath>(lp, 0.7, 1 / 0.7);
+    check_close("full diag term double", full_diag_term2<cpu::FastMath>(lp, 0.7, 1 / 0.7), want, 1e-14);
+  }
+  // Denormal lp (the log's rescaling), exact p == q, specials.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (float lp : {1e-40f, 3e-45f, 1.17e-38f}) {
+    const double want = full_diag_want(lp, 2.0f);
+    check_close("full diag term denormal lp", full_diag_term2<cpu::FastMath>(lp, 2.0f, 0.5f), want, 4e-6);
+  }
+  check(full_diag_term2<cpu::FastMath>(0.7f, 0.7f, 1.0f / 0.7f) == 0.0f, "full diag term p == q", 0, 0);
+  for (auto pq : {std::pair<float, float>{inf, 1.0f}, {1.0f, 1e-40f}, {1e30f, 1e-3f}}) {
+    const float v = full_diag_term2<cpu::FastMath>(pq.first, pq.second, 1.0f / pq.second);
+    check(std::isinf(v) && v > 0, "full diag term +inf", v, inf);
+  }
+  for (auto pq : {std::pair<float, float>{1.0f, inf}, {nan, 1.0f}, {1.0f, nan}, {0.0f, 1.0f}, {-1.0f, 1.0f},
+                  {1.0f, 0.0f}, {-1.0f, -2.0f}}) {
+    const float v = full_diag_term2<cpu::FastMath>(pq.first, pq.second, 1.0f / pq.second);
+    check(std::isnan(v), "full diag term NaN", v, nan);
+  }
+}
 }  // namespace
 
 int main() {
@@ -237,6 +301,7 @@ int main() {
   invalid_inputs<StdMath>("libm");
   invalid_inputs<cpu::FastMath>("fast");
   fast_math_sweep();
+  full_diag_sweep();
   std::printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail == 0 ? 0 : 1;
 }
