@@ -541,16 +541,18 @@ def test_large_d_row_path(dtype, D, pair, gen):
 
 
 @pytest.mark.parametrize("D", [16, 32, 64])
-@pytest.mark.parametrize("layout", ["row", "col", "mixed", "strided_mu"])
+@pytest.mark.parametrize("layout", ["row", "col", "mixed", "mixed_q", "strided_mu"])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
 def test_float32_scale_tril_kernels(D, layout, q, gen):
     """float32 scale_tril at the sizes with AVX-512 kernels (D = 16: one
-    vector per matrix row; 32, 64: two and four; the batch kernels for a
-    strided mean, and elsewhere): row- and column-major
-    factors, strided means, per-row, shared and no q; garbage in the ignored
-    upper triangle; forward and every gradient (all requested and one at a
-    time) against td.MultivariateNormal in float64 on the same float32
-    inputs; a non-finite value makes its row NaN and no other."""
+    vector per matrix row, or 8-lane halves for the forward when both are
+    column-major; 32, 64: two and four; the batch kernels for a strided
+    mean, and elsewhere): row- and column-major factors in every
+    combination, strided means, per-row, shared and no q; garbage in the
+    ignored upper triangle; forward and every gradient (all requested and
+    one at a time) against td.MultivariateNormal in float64 on the same
+    float32 inputs; a non-finite value in a lower triangle or a mean makes
+    its row NaN and no other, one above a diagonal changes nothing."""
     B = 37
     mu_p, L_p, _ = inputs("scale_tril", (B,), D, gen, torch.float32)
     mu_q, L_q, _ = inputs("scale_tril", (B,) if q == "full" else (), D, gen, torch.float32)
@@ -559,8 +561,8 @@ def test_float32_scale_tril_kernels(D, layout, q, gen):
         L = L + torch.triu(torch.full_like(L, 1e3), 1)
         return L.mT.contiguous().mT if col else L.contiguous()
 
-    L_p = lay(L_p, layout in ("col", "mixed"))
-    L_q = lay(L_q, layout == "col")
+    L_p = lay(L_p, layout in ("col", "mixed"))  # mixed: p column-major, q row-major; mixed_q: the reverse
+    L_q = lay(L_q, layout in ("col", "mixed_q"))
     if layout == "strided_mu":
         mu_p = torch.stack([mu_p, -mu_p], -1)[..., 0]
         assert mu_p.stride(-1) == 2
@@ -604,13 +606,26 @@ def test_float32_scale_tril_kernels(D, layout, q, gen):
         mask = [j == k for j in range(4)]
         one = torch.ops.gaussian_kl.kl_full_backward(g, *op_args, "scale_tril", mask)
         torch.testing.assert_close(one[k], full[k], rtol=0, atol=0)
-    # A non-finite value (lower triangle of p, or q's mean) poisons its row only.
+    # A non-finite value in a lower triangle or a mean poisons its row only
+    # (off the diagonal, on it, in the last row); one above the diagonal
+    # is ignored.
     bad = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).copy_(t) for t in args]  # same layouts
-    bad[1][5, 9, 3] = float("inf")
-    rows = [5]
+    inf, nan = float("inf"), float("nan")
+    bad[1][5, 9, 3] = inf
+    bad[1][23, 4, 4] = nan
+    bad[1][26, D - 1, D - 1] = inf
+    bad[0][30, 2] = -inf
+    bad[1][2, 0, D - 1] = nan
+    bad[1][3, 1, 2] = -inf
+    rows = [5, 23, 26, 30]
     if q == "full":
-        bad[2][11, 15] = float("nan")
-        rows.append(11)
+        bad[2][11, 15] = nan
+        bad[3][20, 6, 6] = inf
+        bad[3][33, D - 1, D - 1] = inf
+        bad[3][34, D - 1, 0] = nan
+        bad[3][8, 0, 1] = inf
+        rows += [11, 20, 33, 34]
+    rows.sort()
     kl = gkl.kl_full(*bad, param="scale_tril", check=False)
     nan = torch.isnan(kl)
     assert nan.nonzero().flatten().tolist() == rows
