@@ -328,7 +328,8 @@ GKL_M16Y __m256 hi8(__m512 x) {
   return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
 }
 GKL_M16Y __m256 and8(__m256 x, const int32_t* mask) {  // mask: 32-byte aligned
-  return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), _mm256_load_si256(reinterpret_cast<const __m256i*>(mask))));
+  const __m256i m = _mm256_load_si256(reinterpret_cast<const __m256i*>(mask));
+  return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x), m));
 }
 
 __attribute__((target("avx512f,avx512vl,fma"), noinline)) void forward_rows_halves(const FullRows& r, float* out,
@@ -395,7 +396,9 @@ __attribute__((target("avx512f,avx512vl,fma"), noinline)) void forward_rows_halv
 #pragma GCC unroll 2
     for (int k = 0; k < 2; ++k) c[k] = _mm256_mul_ps(_mm256_load_ps(w.Qu + k * D + 8), _mm256_set1_ps(e1s[8 * k + 7]));
 #pragma GCC unroll 6
-    for (int k = 2; k < 8; ++k) c[k % 2] = _mm256_fmadd_ps(_mm256_load_ps(w.Qu + k * D + 8), _mm256_set1_ps(e1s[8 * k + 7]), c[k % 2]);
+    for (int k = 2; k < 8; ++k) {
+      c[k % 2] = _mm256_fmadd_ps(_mm256_load_ps(w.Qu + k * D + 8), _mm256_set1_ps(e1s[8 * k + 7]), c[k % 2]);
+    }
     BR[7] = _mm256_sub_ps(_mm256_sub_ps(hi8(delta), c[0]), c[1]);
     transpose8(BR);
 #pragma GCC unroll 7
