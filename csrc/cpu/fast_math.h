@@ -115,27 +115,49 @@ GKL_FM_INLINE float fast_expm1_phi(float x, float* phi_out) {
 // log(x) for x > 0: x = m 2^k with m in [sqrt(1/2), sqrt(2)), f = m - 1
 // (exact), log m = 2 atanh(s), s = f / (2 + f), |s| <= 0.1716: odd series to
 // s^11 (truncation < 1e-10). Near x = 1 (k = 0) this is log1p(f) with f
-// exact, so it is accurate in relative terms there.
-GKL_FM_INLINE float fast_log(float x) {
-  constexpr float kLn2Hi = 0.693145751953125f;
-  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+// exact, so it is accurate in relative terms there. The three steps are
+// shared with fast_phi_2log below.
+struct LogSplit {
+  int32_t e;  // k before the denormal correction (0: x in [sqrt(1/2), sqrt(2)))
+  float kf;   // k
+  float f;    // m - 1
+};
+GKL_FM_INLINE LogSplit log_split(float x) {
   const bool denorm = x < 1.17549435e-38f;
-  const float xs = denorm ? x * 8388608.0f : x;  // * 2^23
+  const float xs = denorm ? x * 8388608.0f : x;  // * 2^23 (then e != 0: xs < 2^-103)
   const int32_t bits = f2i(xs);
   // Subtracting the bits of sqrt(1/2) puts the mantissa split at sqrt(2).
-  const int32_t off = bits - 0x3f3504f3;
-  const int32_t k = (off >> 23) - (denorm ? 23 : 0);
-  const float m = i2f(bits - ((off >> 23) << 23));
-  const float f = m - 1.0f;
-  const float s = f / (2.0f + f);
-  const float z = s * s;
-  const float poly =
-      z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9 + z * (1.0f / 11)))));
-  // log m = 2s + 2s*poly = f - f^2/2 + ... ; written as f - s*(f - 2*poly...)
-  // keeps the leading f exact: 2s = f - s*f.
-  const float logm = (f - s * f) + 2.0f * s * poly;
-  const float kf = static_cast<float>(k);
-  float res = kf * kLn2Hi + (logm + kf * kLn2Lo);
+  LogSplit o;
+  o.e = (bits - 0x3f3504f3) >> 23;
+  o.kf = static_cast<float>(o.e - (denorm ? 23 : 0));
+  o.f = i2f(bits - (o.e << 23)) - 1.0f;
+  return o;
+}
+
+struct LogSeries {
+  float s;     // f / (2 + f)
+  float sp;    // s P, P = s^2/3 + s^4/5 + ... + s^10/11
+  float logm;  // log(1 + f) = 2 s + 2 s P
+};
+GKL_FM_INLINE LogSeries log_series(float f) {
+  LogSeries o;
+  o.s = f / (2.0f + f);
+  const float z = o.s * o.s;
+  o.sp = o.s * (z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9 + z * (1.0f / 11))))));
+  // 2s = f - s*f keeps the leading f exact.
+  o.logm = (f - o.s * f) + 2.0f * o.sp;
+  return o;
+}
+
+GKL_FM_INLINE float log_join(float kf, float logm) {  // k ln2 + log m (Cody-Waite ln2)
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+  return kf * kLn2Hi + (logm + kf * kLn2Lo);
+}
+
+GKL_FM_INLINE float fast_log(float x) {
+  const LogSplit l = log_split(x);
+  float res = log_join(l.kf, log_series(l.f).logm);
   res = x == 0.0f ? -__builtin_inff() : res;
   res = x < 0.0f ? __builtin_nanf("") : res;
   res = x == __builtin_inff() ? x : res;
@@ -157,23 +179,12 @@ GKL_FM_INLINE float fast_log(float x) {
 //     where r = 0 alone would give a finite value), log r = k ln2 + log m;
 //     |r^2 - 1| and 2 |log r| are then at most ~9x the result (r near
 //     sqrt(1/2)): <= 3 bits lost, as phi(ell) = expm1(ell) - ell does.
-// r = +inf gives +inf, NaN gives NaN; r must be > 0.
+// r = +inf gives +inf, NaN gives NaN; r must be > 0. fast_log's steps.
 GKL_FM_INLINE float fast_phi_2log(float r, float d) {
-  constexpr float kLn2Hi = 0.693145751953125f;
-  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
-  const bool denorm = r < 1.17549435e-38f;
-  const float rs = denorm ? r * 8388608.0f : r;  // * 2^23
-  const int32_t bits = f2i(rs);
-  const int32_t e = (bits - 0x3f3504f3) >> 23;
-  const bool near = e == 0;  // (never for a denormal r: rs < 2^-103)
-  const float f = near ? d : i2f(bits - (e << 23)) - 1.0f;
-  const float s = f / (2.0f + f);
-  const float z = s * s;
-  const float sp =
-      s * (z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9 + z * (1.0f / 11))))));
-  const float kf = static_cast<float>(e - (denorm ? 23 : 0));
-  const float log_r = kf * kLn2Hi + (((f - s * f) + 2.0f * sp) + kf * kLn2Lo);
-  return near ? d * d + 2.0f * (s * d - 2.0f * sp) : d * (2.0f + d) - 2.0f * log_r;
+  const LogSplit l = log_split(r);
+  const bool near = l.e == 0;
+  const LogSeries g = log_series(near ? d : l.f);
+  return near ? d * d + 2.0f * (g.s * d - 2.0f * g.sp) : d * (2.0f + d) - 2.0f * log_join(l.kf, g.logm);
 }
 
 struct FastMath {
