@@ -92,15 +92,19 @@ def resolve_config():
     return with_cuda
 
 
+WITH_CUDA = None  # resolved by extensions()
+
+
 def extensions():
-    with_cuda = resolve_config()
+    global WITH_CUDA
+    with_cuda = WITH_CUDA = resolve_config()
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
-    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    sources = rel("csrc/*.cpp") + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
     # -fopenmp: at::parallel_for is header code; without it it runs serially.
     # -fno-trapping-math lets gcc if-convert (and so vectorise) the selects of
-    # kl_math.h; it changes no result. -fno-math-errno likewise.
+    # csrc/math/; it changes no result. -fno-math-errno likewise.
     cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     link = ["-fopenmp"]
     if with_cuda:
@@ -122,9 +126,22 @@ def extensions():
 
 
 def cmdclass():
+    import torch
     from torch.utils.cpp_extension import BuildExtension
 
-    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    class BuildExt(BuildExtension.with_options(use_ninja=True)):
+        """Objects in a build folder that outlives the install: pip's
+        editable install hands build_ext a fresh temporary folder each time,
+        so every `pip install -e .` recompiled everything. Ninja (with the
+        compiler's header dependencies) rebuilds only what changed; one
+        folder per Python, torch and flavour, so two venvs never share one."""
+
+        def finalize_options(self):
+            super().finalize_options()
+            tag = "%s-torch%s-%s" % (sys.implementation.cache_tag, torch.__version__, "cuda" if WITH_CUDA else "cpu")
+            self.build_temp = os.path.join(ROOT, "build", "temp-" + tag)
+
+    return {"build_ext": BuildExt}
 
 
 setup(

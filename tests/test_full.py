@@ -162,10 +162,9 @@ def _tril_grads_ref(mu_p, L_p, mu_q, L_q, w):
 def test_scale_tril_between_specialised_sizes(device, dtype, D, q, layout, gen):
     """D between the specialised sizes, row- and column-major factors (the
     gradient keeps the layout), q per row, shared or N(0, I), forward and every
-    gradient against float64 autograd through td. On CUDA these run on lane
-    groups padded to G = 8, 16, 32 (kl_full_group.h; B = 37 leaves groups
-    past the last row) and, from D = 33, on a block per row
-    (kl_full_block.h; 64 or 128 threads for 48 or 101 columns). bfloat16:
+    gradient against float64 autograd through td. On CUDA these run on
+    thread groups of 8, 16 or 32 per row (cuda/plan.h; B = 37 leaves groups
+    past the last row) and, from D = 33, on a block per row. bfloat16:
     against the reference on the rounded inputs."""
     B = 37
     tril = lambda t: (t.mT.contiguous().mT if layout == "col" else t).to(device, dtype)
@@ -503,9 +502,9 @@ def test_gradient_keeps_column_major_layout(D, op, gen):
 @pytest.mark.parametrize("pair", [("scale_tril", "scale_tril"), ("cov", "cov"),
                                   ("scale_tril", "cov"), ("cov", "scale_tril")])
 def test_large_d_row_path(dtype, D, pair, gen):
-    """The CPU row path for D >= 32 (register-tiled solves, kl_tiled.h): D not
-    a multiple of the tile width (16 floats / 8 doubles) nor of the 4-row
-    block, per-row and shared q, forward and every gradient against autograd
+    """The CPU Rows strategy for large D (register-tiled solves,
+    math/full.h under cpu/policies.h's Rows): D not a multiple of the vector
+    width nor of the row block, per-row and shared q, forward and every gradient against autograd
     through td.MultivariateNormal in float64 (same inputs)."""
     pp, pq = pair
     B = 3
