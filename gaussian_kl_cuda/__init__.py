@@ -18,6 +18,10 @@ from .pairs import GaussianKLLoss, kl, kl_mixed
 
 __version__ = "0.1.0"
 
+# The CPU kernel variant is chosen now: an unknown or unsupported
+# GKL_CPU_ISA fails the import with a message naming the variants there are.
+CPU_ISA = torch.ops.gaussian_kl.cpu_isa()
+
 __all__ = [
     "kl", "kl_diag", "kl_full", "kl_mixed", "DiagGaussian", "FullGaussian", "GaussianKLLoss",
     "register_with_torch", "unregister_from_torch", "is_registered",
@@ -32,6 +36,8 @@ def build_info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cpu_kernels": True,
+        "cpu_isa": CPU_ISA,
+        "cpu_isa_variants": list(torch.ops.gaussian_kl.cpu_isa_variants()),
         "cuda_kernels": CUDA_KERNELS,
         "cuda_available": torch.cuda.is_available(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
