@@ -434,6 +434,18 @@ void with_fused(const FullRows& r, const F& f) {
   }
 }
 
+// Row `row` into w: the fused loads of layout L (1 row-, 2 column-major;
+// HQ: with q) with the next row prefetched, or (L = 0) the generic ones.
+template <typename S, int DC, int L, bool HQ, typename A>
+GKL_CPU_INLINE void rows_load_any(const FullRows& r, int64_t row, const FullWork<A>& w) {
+  if constexpr (L != 0) {
+    rows_load_fused<A, DC, L == 2, HQ>(r, row, w);
+    prefetch_row<A>(r, row + 1);
+  } else {
+    rows_load<S>(r, row, w);
+  }
+}
+
 template <typename S, int DC>
 void rows_forward(const FullRows& r, S* out, int64_t begin, int64_t end) {
   using A = typename AccType<S>::type;
@@ -447,12 +459,7 @@ void rows_forward(const FullRows& r, S* out, int64_t begin, int64_t end) {
     constexpr int kL = decltype(L)::value;
     constexpr int kF = kL == 0 ? 0 : (decltype(HQ)::value ? 2 : 1);
     for (int64_t row = begin; row < end; ++row) {
-      if constexpr (kL != 0) {
-        rows_load_fused<A, DC, kL == 2, decltype(HQ)::value>(r, row, w);
-        prefetch_row<A>(r, row + 1);
-      } else {
-        rows_load<S>(r, row, w);
-      }
+      rows_load_any<S, DC, kL, decltype(HQ)::value>(r, row, w);
       out[row] = kl_store<S>(finish_kl<S>(rows_engine_forward<A, kF ? DC : 0, kF>(w, s), r, row));
     }
   });
@@ -471,12 +478,7 @@ void rows_backward(const FullRows& r, const S* g, int64_t gs, const FullGradOut&
     constexpr int kL = decltype(L)::value;
     constexpr int kF = kL == 0 ? 0 : (decltype(HQ)::value ? 2 : 1);
     for (int64_t row = begin; row < end; ++row) {
-      if constexpr (kL != 0) {
-        rows_load_fused<A, DC, kL == 2, decltype(HQ)::value>(r, row, w);
-        prefetch_row<A>(r, row + 1);
-      } else {
-        rows_load<S>(r, row, w);
-      }
+      rows_load_any<S, DC, kL, decltype(HQ)::value>(r, row, w);
       sink.row = row;
       rows_engine_backward<A, kF ? DC : 0, kF>(w, s, r.diag_param, kl_load(g[row * gs]), need, sink);
     }
