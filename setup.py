@@ -105,7 +105,8 @@ def extensions():
     # -fopenmp: at::parallel_for is header code; without it it runs serially.
     # -fno-trapping-math lets gcc if-convert (and so vectorise) the selects of
     # csrc/math/; it changes no result. -fno-math-errno likewise.
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    # C++17, as CMakeLists.txt (torch.utils.cpp_extension's default, made explicit).
+    cxx = ["-std=c++17", "-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     link = ["-fopenmp"]
     if with_cuda:
         sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")

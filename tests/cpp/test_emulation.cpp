@@ -519,6 +519,11 @@ int main() {
     run_full({D, FP::ScaleTril, FP::ScaleTril, true, true}, rng, variants);
     run_full({D, FP::Cov, FP::Cov, true, true, true}, rng, variants);
     run_full({D, FP::ScaleTril, FP::Diag, true, false, true}, rng, variants);
+    // scale_tril against a diagonal q row-major and shared, near p == q,
+    // and against N(0, I) column-major.
+    run_full({D, FP::ScaleTril, FP::Diag, true, true, false, false, DiagParam::Std}, rng, variants);
+    run_full({D, FP::ScaleTril, FP::Diag, true, false, false, true, DiagParam::Var}, rng, variants);
+    run_full({D, FP::ScaleTril, FP::ScaleTril, false, false, true}, rng, variants);
     run_full({D, FP::Diag, FP::Cov, true}, rng, variants);
     run_full({D, FP::Cov, FP::Diag, true, false, false, false, DiagParam::Var}, rng, variants);
     run_full({D, FP::Diag, FP::ScaleTril, true, false, true, false, DiagParam::Std}, rng, variants);
