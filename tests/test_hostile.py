@@ -1,4 +1,4 @@
-"""Hostile inputs, each with its stated behaviour (README "Reliability"):
+"""Hostile inputs, each with its stated behaviour (docs/design.md, "Reliability"):
 
 - scales from 1e-30 to 1e30, logvar +-80, denormal scales: finite and
   correct where the dtype can represent the KL, else +inf; never NaN for

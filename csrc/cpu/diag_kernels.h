@@ -32,18 +32,6 @@ GKL_ALWAYS_INLINE typename AccType<scalar_t>::type ld(const scalar_t* p, int64_t
   return static_cast<acc_t>(p[Contig ? i : i * stride]);
 }
 
-// Pointers to one row of the four inputs (q aliases p when absent: never read).
-template <typename scalar_t, bool HasQ>
-struct RowPtrs {
-  const scalar_t *mp, *sp, *mq, *sq;
-  GKL_ALWAYS_INLINE RowPtrs(const DiagRows& r, int64_t row) {
-    mp = static_cast<const scalar_t*>(r.mu_p) + row * r.row_stride[0];
-    sp = static_cast<const scalar_t*>(r.s_p) + row * r.row_stride[1];
-    mq = HasQ ? static_cast<const scalar_t*>(r.mu_q) + row * r.row_stride[2] : mp;
-    sq = HasQ ? static_cast<const scalar_t*>(r.s_q) + row * r.row_stride[3] : sp;
-  }
-};
-
 // Small D (D <= 16): a row barely fills the lanes, so rows are processed in
 // chunks laid out flat. Each input's chunk is used in place when its rows
 // are packed ([N, D] contiguous) and gathered into a small local buffer
@@ -123,7 +111,7 @@ GKL_ALWAYS_INLINE void forward_rows_body(
     return;
   }
   for (int64_t row = begin; row < end; ++row) {
-    const RowPtrs<scalar_t, HasQ> p(r, row);
+    const DiagRowIn<scalar_t, HasQ> p(r, row);
     auto term = [&](int64_t i) __attribute__((always_inline)) {
       return diag_term2<P, HasQ, M>(
           ld<Contig>(p.mp, i, cs[0]), ld<Contig>(p.sp, i, cs[1]),
@@ -200,7 +188,7 @@ GKL_ALWAYS_INLINE void backward_rows_body(
     return;
   }
   for (int64_t row = begin; row < end; ++row) {
-    const RowPtrs<scalar_t, HasQ> p(r, row);
+    const DiagRowIn<scalar_t, HasQ> p(r, row);
     scalar_t* out[4];
     for (int j = 0; j < 4; ++j) {
       out[j] = o.grad[j] ? static_cast<scalar_t*>(o.grad[j]) + row * D : nullptr;

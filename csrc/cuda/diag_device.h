@@ -32,15 +32,18 @@ GKL_INLINE Pack<T, V> load_pack(const T* p, int64_t i, int64_t stride) {
   return a;
 }
 
-// The inputs of row `row` (q aliases p when absent: never read).
-template <typename T, bool HasQ>
-struct RowIn {
-  const T *mp, *sp, *mq, *sq;
-  GKL_INLINE RowIn(const DiagRows& r, int64_t row) {
-    mp = static_cast<const T*>(r.mu_p) + row * r.row_stride[0];
-    sp = static_cast<const T*>(r.s_p) + row * r.row_stride[1];
-    mq = HasQ ? static_cast<const T*>(r.mu_q) + row * r.row_stride[2] : mp;
-    sq = HasQ ? static_cast<const T*>(r.s_q) + row * r.row_stride[3] : sp;
+// The packs of row `in` at column d: p's mean and scale (a, b), q's (e, f)
+// with q.
+template <typename T, int V, bool HasQ>
+struct Packs {
+  Pack<T, V> a, b, e, f;
+  GKL_INLINE Packs(const DiagRowIn<T, HasQ>& in, int64_t d, const int64_t* cs) {
+    a = load_pack<T, V>(in.mp, d, cs[0]);
+    b = load_pack<T, V>(in.sp, d, cs[1]);
+    if (HasQ) {
+      e = load_pack<T, V>(in.mq, d, cs[2]);
+      f = load_pack<T, V>(in.sq, d, cs[3]);
+    }
   }
 };
 
@@ -53,19 +56,13 @@ GKL_INLINE void diag_forward(const C& c, const DiagRows& r, T* out, const cuda::
     const int64_t mine = base + c.thread() / G;
     const bool active = mine < r.rows;
     const int64_t row = active ? mine : r.rows - 1;
-    const RowIn<T, HasQ> in(r, row);
+    const DiagRowIn<T, HasQ> in(r, row);
     A acc = A(0);
     for (int64_t d = int64_t(lane) * V; d < D; d += int64_t(G) * V) {
-      const Pack<T, V> a = load_pack<T, V>(in.mp, d, r.col_stride[0]);
-      const Pack<T, V> b = load_pack<T, V>(in.sp, d, r.col_stride[1]);
-      Pack<T, V> e, f;
-      if (HasQ) {
-        e = load_pack<T, V>(in.mq, d, r.col_stride[2]);
-        f = load_pack<T, V>(in.sq, d, r.col_stride[3]);
-      }
+      const Packs<T, V, HasQ> x(in, d, r.col_stride);
       for (int k = 0; k < V; ++k) {
-        acc += diag_term2<P, HasQ, StdMath>(kl_load(a.v[k]), kl_load(b.v[k]), HasQ ? kl_load(e.v[k]) : A(0),
-                                            HasQ ? kl_load(f.v[k]) : A(0));
+        acc += diag_term2<P, HasQ, StdMath>(kl_load(x.a.v[k]), kl_load(x.b.v[k]), HasQ ? kl_load(x.e.v[k]) : A(0),
+                                            HasQ ? kl_load(x.f.v[k]) : A(0));
       }
     }
     for (int off = G >> 1; off > 0; off >>= 1) acc += c.shfl_xor(acc, off, G);
@@ -87,20 +84,15 @@ GKL_INLINE void diag_backward(const C& c, const DiagRows& r, const T* g, int64_t
   for (int64_t base = c.block() * groups; base < r.rows; base += c.blocks() * groups) {
     const int64_t row = base + c.thread() / G;
     if (row >= r.rows) continue;  // no shuffles here: groups may leave early
-    const RowIn<T, HasQ> in(r, row);
+    const DiagRowIn<T, HasQ> in(r, row);
     const A gr = kl_load(g[row * gs]);
     for (int64_t d = int64_t(lane) * V; d < D; d += int64_t(G) * V) {
-      const Pack<T, V> a = load_pack<T, V>(in.mp, d, r.col_stride[0]);
-      const Pack<T, V> b = load_pack<T, V>(in.sp, d, r.col_stride[1]);
-      Pack<T, V> e, f;
-      if (HasQ) {
-        e = load_pack<T, V>(in.mq, d, r.col_stride[2]);
-        f = load_pack<T, V>(in.sq, d, r.col_stride[3]);
-      }
+      const Packs<T, V, HasQ> x(in, d, r.col_stride);
       Pack<T, V> res[4];
       for (int k = 0; k < V; ++k) {
-        const DiagGrad<A> v = diag_grad<P, HasQ, StdMath>(gr, kl_load(a.v[k]), kl_load(b.v[k]),
-                                                          HasQ ? kl_load(e.v[k]) : A(0), HasQ ? kl_load(f.v[k]) : A(0));
+        const DiagGrad<A> v = diag_grad<P, HasQ, StdMath>(gr, kl_load(x.a.v[k]), kl_load(x.b.v[k]),
+                                                          HasQ ? kl_load(x.e.v[k]) : A(0),
+                                                          HasQ ? kl_load(x.f.v[k]) : A(0));
         res[0].v[k] = kl_store<T>(v.mu_p);
         res[1].v[k] = kl_store<T>(v.s_p);
         res[2].v[k] = kl_store<T>(v.mu_q);

@@ -203,6 +203,19 @@ GKL_INLINE DiagGrad<T> diag_grad(T g, T mp, T sp, T mq, T sq) {
 
 
 
+// The inputs of row `row` (without q, q's pointers alias p's and are
+// never read).
+template <typename T, bool HasQ>
+struct DiagRowIn {
+  const T *mp, *sp, *mq, *sq;
+  GKL_INLINE DiagRowIn(const DiagRows& r, int64_t row) {
+    mp = static_cast<const T*>(r.mu_p) + row * r.row_stride[0];
+    sp = static_cast<const T*>(r.s_p) + row * r.row_stride[1];
+    mq = HasQ ? static_cast<const T*>(r.mu_q) + row * r.row_stride[2] : mp;
+    sq = HasQ ? static_cast<const T*>(r.s_q) + row * r.row_stride[3] : sp;
+  }
+};
+
 // A diagonal side of a mixed pair (kl_mixed) enters the full-covariance
 // code as its standard deviations on the diagonal of its factor.
 template <typename M, typename A>
