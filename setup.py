@@ -105,8 +105,9 @@ def extensions():
     # -fopenmp: at::parallel_for is header code; without it it runs serially.
     # -fno-trapping-math lets gcc if-convert (and so vectorise) the selects of
     # csrc/math/; it changes no result. -fno-math-errno likewise.
-    # C++17, as CMakeLists.txt (torch.utils.cpp_extension's default, made explicit).
-    cxx = ["-std=c++17", "-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    # C++20, as CMakeLists.txt: torch 2.14's headers need it (std::strong_ordering,
+    # requires-clauses), and torch 2.13's compile with it.
+    cxx = ["-std=c++20", "-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     link = ["-fopenmp"]
     if with_cuda:
         sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
