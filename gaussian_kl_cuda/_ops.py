@@ -72,7 +72,7 @@ def _dv_ds(s, v, param):
 
 def diag_grads_closed_form(grad, mu_p, s_p, mu_q, s_q, param):
     """grad[..., None] * d KL / d(mu_p, s_p, mu_q, s_q), in torch ops
-    (DESIGN section 2); mu_q = s_q = None means N(0, I). Used for second
+    (docs/design.md, "Diagonal"); mu_q = s_q = None means N(0, I). Used for second
     derivatives only (the native backward is the accurate first derivative)."""
     g = grad.unsqueeze(-1)
     vp = _variance(s_p, param)

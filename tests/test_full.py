@@ -469,6 +469,24 @@ def test_shape_errors(gen):
         gkl.kl_full(mu, L.to("meta"), param="scale_tril")
 
 
+@pytest.mark.parametrize("op", ["kl_diag", "kl_full", "kl_mixed"])
+def test_backward_op_checks_its_grad(op, gen):
+    """The backward ops, called directly: a grad without the batch shape is a
+    ValueError naming both shapes (a grad on another device than the inputs
+    is one too; this machine has one device to test it with)."""
+    mu, L, _ = inputs("scale_tril", (4,), 3, gen)
+    v = torch.rand(4, 3, generator=gen, dtype=torch.float64) + 0.5
+    call = {
+        "kl_diag": lambda g: torch.ops.gaussian_kl.kl_diag_backward(g, mu, v, mu, v, "var", [True] * 4),
+        "kl_full": lambda g: torch.ops.gaussian_kl.kl_full_backward(g, mu, L, mu, L, "scale_tril", [True] * 4),
+        "kl_mixed": lambda g: torch.ops.gaussian_kl.kl_mixed_backward(g, mu, L, mu, v, "scale_tril", "var",
+                                                                       [True] * 4),
+    }[op]
+    with pytest.raises(ValueError, match=op + r"_backward: grad must have the batch shape of the inputs \[4\], got \[5\]"):
+        call(torch.ones(5, dtype=torch.float64))
+    assert torch.isfinite(call(torch.rand(4, generator=gen, dtype=torch.float64))[1]).all()
+
+
 @pytest.mark.parametrize("D", [4, 5, 16])
 @pytest.mark.parametrize("op", ["full", "mixed"])
 def test_gradient_keeps_column_major_layout(D, op, gen):

@@ -117,17 +117,8 @@ GKL_ALWAYS_INLINE void forward_rows_body(
           ld<Contig>(p.mp, i, cs[0]), ld<Contig>(p.sp, i, cs[1]),
           HasQ ? ld<Contig>(p.mq, i, cs[2]) : acc_t(0), HasQ ? ld<Contig>(p.sq, i, cs[3]) : acc_t(0));
     };
-    acc_t acc[W] = {};
-    int64_t d = 0;
-    for (; d + W <= D; d += W) {
-      for (int k = 0; k < W; ++k) acc[k] += term(d + k);
-    }
-    for (int k = 0; d + k < D; ++k) acc[k] += term(d + k);
-    // Fixed pairwise tree over the lanes.
-    for (int s = W / 2; s > 0; s >>= 1) {
-      for (int k = 0; k < s; ++k) acc[k] += acc[k + s];
-    }
-    out[row] = static_cast<scalar_t>(diag_row_finish<P, HasQ>(acc_t(0.5) * acc[0], D, [&](int64_t i) {
+    const acc_t sum = lane_sum<W, acc_t>(D, term);  // W lanes, a fixed tree
+    out[row] = static_cast<scalar_t>(diag_row_finish<P, HasQ>(acc_t(0.5) * sum, D, [&](int64_t i) {
       return DiagWide{ld<Contig>(p.mp, i, cs[0]), ld<Contig>(p.sp, i, cs[1]),
                       HasQ ? ld<Contig>(p.mq, i, cs[2]) : 0.0, HasQ ? ld<Contig>(p.sq, i, cs[3]) : 0.0};
     }));

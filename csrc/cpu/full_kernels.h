@@ -69,45 +69,6 @@ class Buffer {
   T* p_;
 };
 
-inline Sides sides_of(const FullRows& r) {
-  Sides s;
-  s.p = r.kind[0];
-  s.q = r.kind[1];
-  s.has_q = r.mu_q != nullptr;
-  return s;
-}
-
-// Whether an input of row `row` is not finite (the lower triangles, the
-// diagonal sides, the means): the slow path of a row whose KL came out inf
-// or NaN, which turns it into NaN (check=True then names the argument).
-template <typename S>
-bool row_not_finite(const FullRows& r, int64_t row) {
-  const int D = static_cast<int>(r.dim);
-  for (int k = 0; k < (r.mu_q ? 2 : 1); ++k) {
-    const S* mu = static_cast<const S*>(k ? r.mu_q : r.mu_p) + row * r.mu_rs[k];
-    const S* m = static_cast<const S*>(k ? r.m_q : r.m_p) + row * r.m_rs[k];
-    for (int i = 0; i < D; ++i) {
-      if (!std::isfinite(static_cast<double>(kl_load(mu[i * r.mu_cs[k]])))) return true;
-      if (r.kind[k] == FullParam::Diag) {
-        if (!std::isfinite(static_cast<double>(kl_load(m[i * r.m_s0[k]])))) return true;
-        continue;
-      }
-      for (int j = 0; j <= i; ++j) {
-        if (!std::isfinite(static_cast<double>(kl_load(m[i * r.m_s0[k] + j * r.m_s1[k]])))) return true;
-      }
-    }
-  }
-  return false;
-}
-
-// KL from 2 KL, NaN for a row with a non-finite input (a valid row whose
-// KL overflows stays +inf).
-template <typename S, typename A>
-GKL_CPU_INLINE A finish_kl(A kl2v, const FullRows& r, int64_t row) {
-  const A kl = A(0.5) * kl2v;
-  return kl < std::numeric_limits<A>::infinity() || !row_not_finite<S>(r, row) ? kl : kl_nan<A>();
-}
-
 // The matrices of row `row` (if any) towards the cache while the current
 // row computes (a hint; the hardware prefetchers miss the jump between
 // matrices).

@@ -52,11 +52,9 @@ Grads kl_diag_backward_cpu(const at::Tensor& grad, const at::Tensor& mu_p, const
                            c10::string_view param, std::array<bool, 4> output_mask) {
   const DiagProblem prob = make_diag_problem(mu_p, s_p, mu_q, s_q, param);
   const cpu::Kernels& k = kern();
-  TORCH_CHECK_VALUE(grad.sizes() == c10::IntArrayRef(prob.batch_shape),
-                    "kl_diag_backward: grad must have the batch shape of the inputs");
+  const at::Tensor g = grad_rows("kl_diag", grad, mu_p, prob.batch_shape, prob.dtype, prob.rows.rows);
   DiagGradOut o;
   std::vector<at::Tensor> grads = alloc_diag_grads(prob, mu_p, output_mask, &o);
-  const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
   const void* gp = g.const_data_ptr();
   const int64_t gs = g.stride(0);
   const ScalarKind kind = scalar_kind(prob.dtype);
@@ -81,11 +79,9 @@ at::Tensor full_forward(const FullProblem& prob, const at::Tensor& like, bool ch
 Grads full_backward(const FullProblem& prob, const at::Tensor& grad, const at::Tensor& like,
                     std::array<bool, 4> mask) {
   const cpu::Kernels& k = kern();
-  TORCH_CHECK_VALUE(grad.sizes() == c10::IntArrayRef(prob.batch_shape), prob.op,
-                    "_backward: grad must have the batch shape of the inputs");
+  const at::Tensor g = grad_rows(prob.op, grad, like, prob.batch_shape, prob.dtype, prob.rows.rows);
   FullGradOut o;
   std::vector<at::Tensor> grads = alloc_full_grads(prob, like, mask, &o);
-  const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
   const void* gp = g.const_data_ptr();
   const int64_t gs = g.stride(0);
   const ScalarKind kind = scalar_kind(prob.dtype);

@@ -116,34 +116,6 @@ GKL_INLINE void load_row(const X& x, const FullRows& r, int64_t row, FullWork<A>
   }
 }
 
-// Whether an input of row `row` is not finite (one thread; only for a
-// row whose KL came out inf or NaN).
-template <typename S>
-GKL_INLINE bool row_not_finite(const FullRows& r, int64_t row) {
-  const int D = static_cast<int>(r.dim);
-  auto bad = [](double v) { return !(v - v == 0.0); };
-  for (int k = 0; k < (r.mu_q ? 2 : 1); ++k) {
-    const S* mu = static_cast<const S*>(k ? r.mu_q : r.mu_p) + row * r.mu_rs[k];
-    const S* m = static_cast<const S*>(k ? r.m_q : r.m_p) + row * r.m_rs[k];
-    for (int i = 0; i < D; ++i) {
-      if (bad(kl_load(mu[i * r.mu_cs[k]]))) return true;
-      for (int j = r.kind[k] == FullParam::Diag ? i : 0; j <= i; ++j) {
-        const int64_t off = r.kind[k] == FullParam::Diag ? i * r.m_s0[k] : i * r.m_s0[k] + j * r.m_s1[k];
-        if (bad(kl_load(m[off]))) return true;
-      }
-    }
-  }
-  return false;
-}
-
-inline GKL_HD Sides sides_of(const FullRows& r) {
-  Sides s;
-  s.p = r.kind[0];
-  s.q = r.kind[1];
-  s.has_q = r.mu_q != nullptr;
-  return s;
-}
-
 // The gradients into the outputs (math/full.h's sink), threads over
 // elements; matrices row- or column-major per output.
 template <typename S, typename A, class X>
@@ -187,19 +159,19 @@ GKL_INLINE A* group_scratch(const C& c, const cuda::FullPlan& p, A* ws) {
   return base + g * p.group_elems;
 }
 
-// KL of every row: group g of block b takes rows b * groups + g, then
-// strides by the grid's groups. Every group runs every step (a group past
-// the last row recomputes it and stores nothing), so the block's barriers
-// line up.
-template <typename S, class C>
-GKL_INLINE void full_forward(const C& c, const FullRows& r, S* out, const cuda::FullPlan& p,
-                             typename AccType<S>::type* ws) {
+// Group g of block b takes rows b * groups + g, then strides by the grid's
+// groups, each row loaded into the group's scratch and prepared;
+// f(x, w, bad, row, active) finishes it (bad: prepare()'s validity term). Every group runs every step (a group
+// past the last row recomputes it and stores nothing), so the block's
+// barriers line up.
+template <typename S, class C, class F>
+GKL_INLINE void each_row(const C& c, const FullRows& r, const cuda::FullPlan& p, typename AccType<S>::type* ws,
+                         bool backward, const F& f) {
   using A = typename AccType<S>::type;
   const int D = static_cast<int>(r.dim);
   A* scratch = group_scratch(c, p, ws);
   const Threads<A, C> x{&c, c.thread() % p.group, p.group, scratch + (p.group_elems - p.group)};
-  FullWork<A> w(scratch, D, D, false);
-  const Sides s = sides_of(r);
+  FullWork<A> w(scratch, D, D, backward);
   const int64_t stride = c.blocks() * p.groups;
   for (int64_t base = c.block() * p.groups; base < r.rows; base += stride) {
     const int64_t mine = base + c.thread() / p.group;
@@ -208,36 +180,29 @@ GKL_INLINE void full_forward(const C& c, const FullRows& r, S* out, const cuda::
     c.sync();  // the previous row's reads of the scratch are done
     load_row<S>(x, r, row, w);
     c.sync();
-    const A bad = prepare<StdMath>(x, w, s);
-    const A kl = A(0.5) * kl2<StdMath>(x, w, bad);
-    if (active && x.t == 0) {
-      out[row] = kl_store<S>(kl < A(INFINITY) || !row_not_finite<S>(r, row) ? kl : kl_nan<A>());
-    }
+    const A bad = prepare<StdMath>(x, w, sides_of(r));
+    f(x, w, bad, row, active);
   }
+}
+
+template <typename S, class C>
+GKL_INLINE void full_forward(const C& c, const FullRows& r, S* out, const cuda::FullPlan& p,
+                             typename AccType<S>::type* ws) {
+  each_row<S>(c, r, p, ws, false, [&](const auto& x, const auto& w, auto bad, int64_t row, bool active) {
+    const auto kl2v = kl2<StdMath>(x, w, bad);
+    if (active && x.t == 0) out[row] = kl_store<S>(finish_kl<S>(kl2v, r, row));
+  });
 }
 
 template <typename S, class C>
 GKL_INLINE void full_backward(const C& c, const FullRows& r, const S* g, int64_t gs, const FullGradOut& o,
                               const cuda::FullPlan& p, typename AccType<S>::type* ws) {
   using A = typename AccType<S>::type;
-  const int D = static_cast<int>(r.dim);
-  A* scratch = group_scratch(c, p, ws);
-  const Threads<A, C> x{&c, c.thread() % p.group, p.group, scratch + (p.group_elems - p.group)};
-  FullWork<A> w(scratch, D, D, true);
-  const Sides s = sides_of(r);
   const bool need[4] = {o.grad[0] != nullptr, o.grad[1] != nullptr, o.grad[2] != nullptr, o.grad[3] != nullptr};
-  const int64_t stride = c.blocks() * p.groups;
-  for (int64_t base = c.block() * p.groups; base < r.rows; base += stride) {
-    const int64_t mine = base + c.thread() / p.group;
-    const bool active = mine < r.rows;
-    const int64_t row = active ? mine : r.rows - 1;
-    c.sync();
-    load_row<S>(x, r, row, w);
-    c.sync();
-    prepare<StdMath>(x, w, s);
-    const Sink<S, A, Threads<A, C>> sink{&x, &o, row, D, D, active};
-    backward<StdMath>(x, w, s, r.diag_param, kl_load(g[row * gs]), need, sink);
-  }
+  each_row<S>(c, r, p, ws, true, [&](const auto& x, const auto& w, auto, int64_t row, bool active) {
+    const Sink<S, A, Threads<A, C>> sink{&x, &o, row, static_cast<int>(r.dim), static_cast<int>(r.dim), active};
+    backward<StdMath>(x, w, sides_of(r), r.diag_param, kl_load(g[row * gs]), need, sink);
+  });
 }
 
 }  // namespace dev

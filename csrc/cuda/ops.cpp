@@ -39,13 +39,9 @@ Grads kl_diag_backward_cuda(const at::Tensor& grad, const at::Tensor& mu_p, cons
                             c10::string_view param, std::array<bool, 4> output_mask) {
   const c10::cuda::CUDAGuard guard(mu_p.device());
   const DiagProblem prob = make_diag_problem(mu_p, s_p, mu_q, s_q, param);
-  TORCH_CHECK_VALUE(grad.sizes() == c10::IntArrayRef(prob.batch_shape),
-                    "kl_diag_backward: grad must have the batch shape of the inputs");
-  TORCH_CHECK_VALUE(grad.device() == mu_p.device(), "kl_diag_backward: grad is on ", grad.device(),
-                    " but mu_p is on ", mu_p.device());
+  const at::Tensor g = grad_rows("kl_diag", grad, mu_p, prob.batch_shape, prob.dtype, prob.rows.rows);
   DiagGradOut o;
   std::vector<at::Tensor> grads = alloc_diag_grads(prob, mu_p, output_mask, &o);
-  const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
   C10_CUDA_CHECK(cuda::kl_diag_backward_launch(scalar_kind(prob.dtype), prob.rows, g.data_ptr(), g.stride(0), o,
                                                c10::cuda::getCurrentCUDAStream()));
   return {grads[0], grads[1], grads[2], grads[3]};
@@ -74,12 +70,10 @@ at::Tensor full_forward(const FullProblem& prob, const at::Tensor& like, bool ch
 
 Grads full_backward(const FullProblem& prob, const at::Tensor& grad, const at::Tensor& like,
                     std::array<bool, 4> mask) {
-  TORCH_CHECK_VALUE(grad.sizes() == c10::IntArrayRef(prob.batch_shape), prob.op,
-                    "_backward: grad must have the batch shape of the inputs");
+  const at::Tensor g = grad_rows(prob.op, grad, like, prob.batch_shape, prob.dtype, prob.rows.rows);
   FullGradOut o;
   std::vector<at::Tensor> grads = alloc_full_grads(prob, like, mask, &o);
   if (prob.rows.rows > 0 && prob.rows.dim > 0) {
-    const at::Tensor g = rows_view(grad.to(prob.dtype), prob.rows.rows);
     cuda::FullPlan plan;
     const at::Tensor ws = workspace(prob, true, &plan);
     C10_CUDA_CHECK(cuda::kl_full_backward_launch(scalar_kind(prob.dtype), prob.rows, g.data_ptr(), g.stride(0), o,

@@ -340,6 +340,44 @@ struct Sides {
   bool has_q = true;
 };
 
+GKL_HD inline Sides sides_of(const FullRows& r) {
+  Sides s;
+  s.p = r.kind[0];
+  s.q = r.kind[1];
+  s.has_q = r.mu_q != nullptr;
+  return s;
+}
+
+// Whether an input of row `row` is not finite (the lower triangles, the
+// diagonal sides, the means): one worker, and only for a row whose KL came
+// out inf or NaN (see finish_kl).
+template <typename S>
+GKL_HD inline bool row_not_finite(const FullRows& r, int64_t row) {  // cold: not forced inline
+  const int D = static_cast<int>(r.dim);
+  auto bad = [](double v) { return !(v - v == 0.0); };  // inf or NaN
+  for (int k = 0; k < (r.mu_q ? 2 : 1); ++k) {
+    const S* mu = static_cast<const S*>(k ? r.mu_q : r.mu_p) + row * r.mu_rs[k];
+    const S* m = static_cast<const S*>(k ? r.m_q : r.m_p) + row * r.m_rs[k];
+    for (int i = 0; i < D; ++i) {
+      if (bad(kl_load(mu[i * r.mu_cs[k]]))) return true;
+      for (int j = r.kind[k] == FullParam::Diag ? i : 0; j <= i; ++j) {
+        const int64_t off = r.kind[k] == FullParam::Diag ? i * r.m_s0[k] : i * r.m_s0[k] + j * r.m_s1[k];
+        if (bad(kl_load(m[off]))) return true;
+      }
+    }
+  }
+  return false;
+}
+
+// KL from 2 KL, NaN for a row with a non-finite input: every input reaches
+// a term of the sum, so only a row whose KL is inf or NaN is rescanned (a
+// valid row whose KL overflows stays +inf).
+template <typename S, typename A>
+GKL_INLINE A finish_kl(A kl2v, const FullRows& r, int64_t row) {
+  const A kl = A(0.5) * kl2v;
+  return kl <= kl_huge<A>() || !row_not_finite<S>(r, row) ? kl : kl_nan<A>();
+}
+
 // Factors the cov sides in place and fills dp, dq, rq. Returns this
 // worker's validity term (NaN if a covariance is not positive definite).
 template <class M, class X>

@@ -139,10 +139,10 @@ GKL_INLINE T full_diag_term2(T lp, T lq, T inv_lq) {
 // vectorises (a single float accumulator would serialise on the add
 // latency), and the order depends only on n.
 template <int L, typename A, typename F>
-GKL_INLINE A lane_sum(int n, const F& f) {
+GKL_INLINE A lane_sum(int64_t n, const F& f) {
   A acc[L];
   for (int k = 0; k < L; ++k) acc[k] = A(0);
-  int j = 0;
+  int64_t j = 0;
   for (; j + L <= n; j += L) {
     for (int k = 0; k < L; ++k) acc[k] += f(j + k);
   }

@@ -38,8 +38,13 @@ at::Tensor as_rows(const at::Tensor& t, int64_t rows, c10::IntArrayRef tail) {
   return t.reshape(shape);
 }
 
-at::Tensor rows_view(const at::Tensor& t, int64_t rows) {
-  return as_rows(t.unsqueeze(-1), rows, {1}).select(1, 0);
+at::Tensor grad_rows(const char* op, const at::Tensor& grad, const at::Tensor& like, c10::IntArrayRef batch_shape,
+                     at::ScalarType dtype, int64_t rows) {
+  TORCH_CHECK_VALUE(grad.sizes() == batch_shape, op, "_backward: grad must have the batch shape of the inputs ",
+                    shape_str(batch_shape), ", got ", shape_str(grad.sizes()));
+  TORCH_CHECK_VALUE(grad.device() == like.device(), op, "_backward: grad is on ", grad.device(),
+                    " but the inputs are on ", like.device());
+  return as_rows(grad.to(dtype).unsqueeze(-1), rows, {1}).select(1, 0);
 }
 
 int64_t first_nan_row(const at::Tensor& out) {

@@ -21,8 +21,11 @@ std::string unravel(int64_t row, c10::IntArrayRef batch);
 // tensors); otherwise a contiguous copy.
 at::Tensor as_rows(const at::Tensor& t, int64_t rows, c10::IntArrayRef tail);
 
-// The [N] view of a batch-shaped gradient (often an expanded scalar).
-at::Tensor rows_view(const at::Tensor& t, int64_t rows);
+// The incoming gradient of op's backward as an [N] view in `dtype` (often
+// an expanded scalar, read in place). ValueError unless it has the batch
+// shape and the device of the inputs (`like`).
+at::Tensor grad_rows(const char* op, const at::Tensor& grad, const at::Tensor& like, c10::IntArrayRef batch_shape,
+                     at::ScalarType dtype, int64_t rows);
 
 ScalarKind scalar_kind(at::ScalarType dtype);
 
