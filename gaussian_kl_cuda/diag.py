@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 
 from . import _checks
-from ._ops import ops
+from ._autograd import call
 
 DIAG_PARAMS = ("std", "var", "logvar", "logstd")
 
@@ -85,5 +85,5 @@ def kl_diag(
         args = [t if tuple(t.shape) == shape else t.expand(shape) for t in args]
     if len(args) == 2:
         args += [None, None]
-    out = ops.kl_diag.default(*args, param, bool(check))
+    out = call("kl_diag", *args, (param,), bool(check))
     return _checks.reduce(out, reduction)

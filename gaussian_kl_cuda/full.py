@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 
 from . import _checks
-from ._ops import ops
+from ._autograd import call
 
 FULL_PARAMS = ("scale_tril", "cov")
 
@@ -69,5 +69,5 @@ def kl_full(
         args = [t for side in views for t in side]
     if len(args) == 2:
         args += [None, None]
-    out = ops.kl_full.default(*args, param, bool(check))
+    out = call("kl_full", *args, (param,), bool(check))
     return _checks.reduce(out, reduction)

@@ -6,7 +6,7 @@ import torch
 import torch.distributions as td
 
 from . import _checks
-from ._ops import ops
+from ._autograd import call
 from .diag import kl_diag
 from .full import kl_full
 from .gaussians import DiagGaussian, FullGaussian
@@ -86,7 +86,7 @@ def kl_mixed(mu_p, m_p, mu_q, m_q, *, p_param: str, q_param: str, reduction: str
         raise ValueError(f"{fn}: both sides are {p_param!r}: use kl_full")
     sides = [("mu_p", mu_p, "m_p", m_p, p_diag), ("mu_q", mu_q, "m_q", m_q, q_diag)]
     _, views = _checks.broadcast_sides(fn, sides, f"p_param={p_param!r}, q_param={q_param!r}")
-    out = ops.kl_mixed(*views[0], *views[1], p_param, q_param, bool(check))
+    out = call("kl_mixed", *views[0], *views[1], (p_param, q_param), bool(check))
     return _checks.reduce(out, reduction)
 
 

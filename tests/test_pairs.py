@@ -370,17 +370,6 @@ def test_diag_hessian_vector_product_matches_torch(gen):
         assert a.abs().sum() > 0
 
 
-def test_full_double_backward_raises(gen):
-    mu = torch.randn(3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    L = torch.eye(2, dtype=torch.float64).repeat(3, 1, 1).requires_grad_()
-    v = torch.ones(3, 2, dtype=torch.float64)
-    for kl in (lambda: gkl.kl_full(mu, L, param="scale_tril").sum(),
-               lambda: gkl.kl_mixed(mu, L, mu.detach(), v, p_param="scale_tril", q_param="var").sum()):
-        (g,) = torch.autograd.grad(kl(), mu, create_graph=True)
-        with pytest.raises(RuntimeError, match="second derivatives of kl_(full|mixed)"):
-            torch.autograd.grad(g.sum(), L)
-
-
 # ---------------------------------------------------- register_with_torch
 def test_register_with_torch_round_trip(gen):
     B = 4

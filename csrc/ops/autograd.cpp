@@ -1,14 +1,15 @@
 // Autograd of the three forward ops (kl_diag, kl_full, kl_mixed), in C++:
 // the backward node calls the native backward op with the mask of the
-// gradients autograd asks for. (torch.library's Python autograd wrapper cost
-// ~40 us per forward and ~150 us per backward call, more than the kernels at
-// small batches.) Second derivatives: under create_graph=True (grad mode on
-// in the backward) the backward ops are called through the dispatcher, so
-// their own autograd formulas (Python, _ops.py: the diagonal double
-// backward, the full/mixed "not implemented" error) apply; otherwise they
-// are called below autograd, straight to the kernels (their Python autograd
-// kernel would only redispatch there, at ~20 us and a GIL round trip per
-// call). Fake kernels stay in _ops.py.
+// gradients autograd asks for. This is the ordinary route (no torch.func
+// transform active); under a transform the Python wrappers take the
+// autograd.Function of gaussian_kl_cuda/_autograd.py instead, which functorch
+// can transform (docs/design.md, "Derivatives and transforms"). A
+// torch.library Python autograd wrapper here would cost ~40 us per forward and
+// ~150 us per backward call, more than the kernels at small batches.
+// Second derivatives: under create_graph=True (grad mode on in the backward)
+// the backward ops are called through the dispatcher, so their autograd
+// formula (_autograd.py, from the KL in torch ops) applies; otherwise they are
+// called below autograd, straight to the kernels. Fake kernels: _ops.py.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
