@@ -146,15 +146,11 @@ def cmdclass():
     return {"build_ext": BuildExt}
 
 
+# Name, version, description, license, Python and torch requirements:
+# pyproject.toml's [project] table.
 setup(
-    name="gaussian_kl_cuda",
-    version="0.1.0",
-    description="Fused KL divergence between batched Gaussians for PyTorch (CPU and CUDA), "
-    "native forward and backward",
     packages=find_packages(include=["gaussian_kl_cuda", "gaussian_kl_cuda.*"]),
     ext_modules=extensions(),
     cmdclass=cmdclass(),
-    python_requires=">=3.9",
-    install_requires=["torch>=2.4"],
     zip_safe=False,
 )

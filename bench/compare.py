@@ -1,4 +1,4 @@
-"""Compare two runs of the benchmark (results JSON from gaussian_kl_cuda.bench):
+"""Compare two runs of the benchmark (results JSON from bench/bench_kl.py):
 gkl's speed-up against torch.distributions in each, and their ratio.
 
     python bench/compare.py bench/results/redesign_before_full.json bench/results/redesign_after_full.json
@@ -11,7 +11,7 @@ machine's speed that day cancels).
 import json
 import sys
 
-TD = "torch.distributions"
+from names import TD
 
 
 def speedups(path):

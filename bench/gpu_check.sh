@@ -83,7 +83,7 @@ if [ "$FAILED" = 0 ]; then
     echo "sanitizer absent" >> "$STATUS_FILE"
   fi
   # shellcheck disable=SC2086  # $QUICK is one optional flag
-  run bench 300 "$PY" -m gaussian_kl_cuda.bench --device cuda --kind all --mode all $QUICK \
+  run bench 300 "$PY" bench/bench_kl.py --device cuda --kind all --mode all $QUICK \
     --out "$OUT" --tag gpu --plot || FAILED=1
 fi
 

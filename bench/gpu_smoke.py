@@ -40,7 +40,7 @@ def main() -> int:
     bad = 0
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         tol = 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
-        for D in (1, 5, 8, 20, 32, 64, 130):  # vector paths and tails; lane groups of 8 and 32, blocks (full)
+        for D in (1, 5, 8, 12, 20, 32, 64, 130):  # vector paths and tails; full: groups of 8 (D <= 8), 16 (D = 12), 32, blocks
             for param in gkl.DIAG_PARAMS:
                 mu = torch.randn(33, D, generator=g)
                 s = torch.rand(33, D, generator=g) + 0.5

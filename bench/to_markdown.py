@@ -1,4 +1,4 @@
-"""Print a results JSON (from gaussian_kl_cuda.bench) as a markdown table:
+"""Print a results JSON (from bench/bench_kl.py) as a markdown table:
 median time per provider and, in parentheses, how many times faster gkl is.
 
     python bench/to_markdown.py bench/results/issue2_diag_cpu_float32_std.json
@@ -7,9 +7,9 @@ median time per provider and, in parentheses, how many times faster gkl is.
 import json
 import sys
 
-FLOOR = "read floor (torch.sum)"
-PROVIDERS = ("torch.distributions", "torch.distributions(validate)", "eager closed form",
-             "compiled closed form", "gkl", FLOOR)
+from names import COMPILED, EAGER, GKL, READ_FLOOR, TD, TD_VALIDATE
+
+PROVIDERS = (TD, TD_VALIDATE, EAGER, COMPILED, GKL, READ_FLOOR)
 
 
 def table(path: str) -> str:
@@ -35,14 +35,14 @@ def op_table(rows) -> str:
     for k in keys:
         rs = {r["provider"]: r for r in rows if (r["B"], r["D"], r["mode"]) == k}
         cells = ["–" if p not in rs else
-                 duration(rs[p]["median_ms"]) + ("" if p == "gkl" else f" ({rs[p]['gkl_speedup']:.1f}×)")
+                 duration(rs[p]["median_ms"]) + ("" if p == GKL else f" ({rs[p]['gkl_speedup']:.1f}×)")
                  for p in provs]
         out.append(f"| {k[0]}×{k[1]} | {k[2]} | " + " | ".join(cells) + " |")
     r0 = rows[0]
     out.append(f"\n{r0['device']}, torch {r0['torch']}, {r0['dtype']}, param={r0['param']}, "
                f"git {r0['git_sha']}; copy bandwidth {r0['copy_gbps']:.0f} GB/s")
-    if FLOOR in provs:
-        out.append(f"{FLOOR}: not a KL, torch summing each input once (forward rows); "
+    if READ_FLOOR in provs:
+        out.append(f"{READ_FLOOR}: not a KL, torch summing each input once (forward rows); "
                    "its (×) below 1 means gkl takes longer than that read.")
     return "\n".join(out)
 

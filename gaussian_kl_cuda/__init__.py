@@ -16,7 +16,24 @@ from .gaussians import DiagGaussian, FullGaussian
 from .interop import is_registered, register_with_torch, unregister_from_torch
 from .pairs import GaussianKLLoss, kl, kl_mixed
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """pyproject.toml's version: from the installed metadata, or read from
+    the source tree (an in-place build such as bench/gpu_check.sh's)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("gaussian_kl_cuda")
+    except metadata.PackageNotFoundError:
+        import pathlib
+        import re
+
+        path = pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', path.read_text(), re.M) if path.exists() else None
+        return found.group(1) if found else "unknown"
+
+
+__version__ = _version()
 
 # The CPU kernel variant is chosen now: an unknown or unsupported
 # GKL_CPU_ISA fails the import with a message naming the variants there are.

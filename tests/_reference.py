@@ -1,6 +1,5 @@
 """float64 references written independently of the library."""
 
-import math
 
 import torch
 

@@ -45,6 +45,7 @@ def test_unknown_variant_fails_the_import_with_a_clear_message():
     assert "GKL_CPU_ISA=sse9" in r.stderr and "available: " + ", ".join(VARIANTS) in r.stderr, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
 def test_kernel_tests_pass_under_variant(isa):
     if FORCED:

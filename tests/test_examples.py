@@ -1,7 +1,12 @@
-"""The examples/ scripts run (shortened) and do what they claim."""
+"""The entry points users run: the examples/ scripts (shortened, doing what
+they claim) and python -m gaussian_kl_cuda."""
 
 import importlib.util
+import os
 import pathlib
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -15,11 +20,13 @@ def load(name):
     return mod
 
 
+@pytest.mark.slow
 def test_vae_trains():
     first, last = load("vae").train(steps=150, verbose=False)
     assert last < 0.5 * first
 
 
+@pytest.mark.slow
 def test_trpo_policy_respects_trust_region_and_improves():
     history = load("policy_kl").train(iters=6, max_kl=0.01, verbose=False)
     kls = [kl for kl, _ in history]
@@ -28,6 +35,7 @@ def test_trpo_policy_respects_trust_region_and_improves():
     assert rewards[-1] > rewards[0]
 
 
+@pytest.mark.slow
 def test_variational_posterior_reaches_exact_posterior():
     err_m, err_S = load("variational_posterior").train(steps=1500, verbose=False)
     assert err_m < 1e-6 and err_S < 1e-3
@@ -37,3 +45,27 @@ def test_variational_posterior_reaches_exact_posterior():
 def test_examples_have_a_main_and_docstring(name):
     text = (EXAMPLES / f"{name}.py").read_text()
     assert '__name__ == "__main__"' in text and f"python examples/{name}.py" in text
+
+
+# ------------------------------------------------------------ python -m gaussian_kl_cuda
+def test_main_self_check_passes():
+    from gaussian_kl_cuda.__main__ import self_check, self_check_pairs
+
+    assert self_check("cpu") and self_check_pairs("cpu")
+
+
+@pytest.mark.slow
+def test_main_is_quiet_and_short():
+    """README command 1's job: build info, self-check, speed table; nothing
+    else on stdout or stderr (no tracer, profiler or ERROR lines, no warnings)."""
+    env = dict(os.environ, PYTHONWARNINGS="default")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "gaussian_kl_cuda", "--quick"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == "", r.stderr
+    assert "all checks passed" in r.stdout and "gkl x" in r.stdout
+    for bad in ("USDT", "ERROR", "Warning", "warn"):
+        assert bad not in r.stdout, r.stdout
+    assert elapsed < 120, elapsed

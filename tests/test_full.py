@@ -8,7 +8,6 @@ import torch.distributions as td
 
 import gaussian_kl_cuda as gkl
 from _reference import kl_full_ref, rand_spd
-from conftest import CUDA_REASON, DEVICES, HAS_CUDA
 
 
 def rand_mu(shape, D, gen, dtype=torch.float64):
@@ -22,7 +21,6 @@ def inputs(param, shape, D, gen, dtype=torch.float64, device="cpu", cond=None):
     return mu.to(device, dtype), m.to(device, dtype), S
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("D", [1, 2, 3, 4, 5, 8, 16, 32, 33, 64, 256])
@@ -48,7 +46,6 @@ def test_matches_reference_and_td(device, param, dtype, D, q, gen):
         torch.testing.assert_close(out.cpu(), td.kl_divergence(tdp, tdq), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_batch_shapes_broadcast_and_empty(device, gen):
     D = 4
     mu_p, L_p, S_p = inputs("scale_tril", (2, 3), D, gen, device=device)
@@ -66,7 +63,6 @@ def test_batch_shapes_broadcast_and_empty(device, gen):
     assert e2.shape == (0, 3)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 @pytest.mark.parametrize("q", [True, False])
 def test_zero_event_size(device, param, q):
@@ -80,7 +76,6 @@ def test_zero_event_size(device, param, q):
     assert all(t.grad.shape == t.shape for t in ts)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_scale_tril_upper_triangle_ignored_and_noncontiguous(device, gen):
     D = 6
     mu_p, L_p, S_p = inputs("scale_tril", (5,), D, gen, device=device)
@@ -99,7 +94,7 @@ def test_scale_tril_upper_triangle_ignored_and_noncontiguous(device, gen):
     torch.testing.assert_close(out.cpu(), kl_full_ref(mu_p.cpu(), S_p, mu_q.cpu(), S_q.cpu()))
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.slow
 @pytest.mark.parametrize("D", [1, 2, 3, 8])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
 def test_gradcheck_scale_tril(device, D, q, gen):
@@ -119,7 +114,6 @@ def test_gradcheck_scale_tril(device, D, q, gen):
     assert torch.autograd.gradcheck(fn, args)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("D", [1, 2, 3, 8])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
 def test_gradcheck_cov(device, D, q, gen):
@@ -154,7 +148,6 @@ def _tril_grads_ref(mu_p, L_p, mu_q, L_q, w):
     return kl.detach(), [t.grad.tril() if i % 2 else t.grad for i, t in enumerate(ts)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("D", [6, 13, 20, 31, 47, 100])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
@@ -196,7 +189,6 @@ def test_scale_tril_between_specialised_sizes(device, dtype, D, q, layout, gen):
         torch.testing.assert_close(got, g, rtol=gtol, atol=gtol * scale)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("D", [6, 13, 20, 47, 100])
 @pytest.mark.parametrize("q", ["full", "shared", "prior"])
@@ -243,7 +235,7 @@ def test_cov_between_specialised_sizes(device, dtype, D, q, gen):
     torch.testing.assert_close(out[keep], ref[keep], rtol=tol, atol=tol)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_REASON)
+@pytest.mark.cuda
 @pytest.mark.parametrize("param,D,B", [("scale_tril", 7, 40000), ("scale_tril", 20, 9000), ("scale_tril", 40, 2500),
                                        ("cov", 40, 2500), ("cov", 130, 1000)])
 def test_cuda_many_rows_equal_cpu(param, D, B, gen):
@@ -267,7 +259,6 @@ def test_cuda_many_rows_equal_cpu(param, D, B, gen):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 @pytest.mark.parametrize("D", [5, 4, 16, 32, 33, 64, 130])
 def test_gradients_equal_torch(device, param, D, gen):
@@ -300,7 +291,6 @@ def test_gradients_equal_torch(device, param, D, gen):
         assert torch.all(ours[1].grad.triu(1) == 0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 def test_finite_zero_grads_at_p_equals_q(device, param, gen):
     mu, m, _ = inputs(param, (3,), 4, gen, device=device)
@@ -313,7 +303,6 @@ def test_finite_zero_grads_at_p_equals_q(device, param, gen):
         assert torch.isfinite(t.grad).all() and t.grad.abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 @pytest.mark.parametrize("dtype,cond", [(torch.float64, 1e4), (torch.float32, 1e3)])
 def test_ill_conditioned(device, param, dtype, cond, gen):
@@ -332,7 +321,6 @@ def test_ill_conditioned(device, param, dtype, cond, gen):
     torch.testing.assert_close(out.cpu().double(), ref, rtol=rtol, atol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 @pytest.mark.parametrize("D", [6, 4, 16])
 def test_near_zero_float32(device, param, D, gen):
@@ -361,7 +349,6 @@ def test_near_zero_float32(device, param, D, gen):
     assert rel <= 1e-2, rel
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_cov(device, dtype, gen):
     """Half inputs work (torch's Cholesky refuses them), computed in float32."""
@@ -377,7 +364,6 @@ def test_half_precision_cov(device, dtype, gen):
     assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("param", ["scale_tril", "cov"])
 def test_opcheck(device, param, gen):
     mu_p, m_p, _ = inputs(param, (3,), 4, gen, device=device)
@@ -391,7 +377,6 @@ def test_opcheck(device, param, gen):
                               (g, mu_p, m_p, mu_q, m_q, param, mask))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_torch_compile_fullgraph(device, gen):
     torch._dynamo.reset()
 
@@ -413,7 +398,6 @@ def test_torch_compile_fullgraph(device, gen):
 
 
 # ------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("device", DEVICES)
 def test_non_pd_names_argument_and_index(device, gen):
     mu_p, S_p, _ = inputs("cov", (4, 3), 5, gen, device=device)
     mu_q, S_q, _ = inputs("cov", (4, 3), 5, gen, device=device)
@@ -430,7 +414,6 @@ def test_non_pd_names_argument_and_index(device, gen):
     del good
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_scale_tril_nonpositive_diagonal_and_nonfinite(device, gen):
     mu_p, L_p, _ = inputs("scale_tril", (6,), 4, gen, device=device)
     mu_q, L_q, _ = inputs("scale_tril", (6,), 4, gen, device=device)

@@ -163,19 +163,39 @@ def test_empty_batch_every_op():
         out.sum().backward()
 
 
+def _bytes_allocated(fn):
+    """Bytes fn asks torch's CPU allocator for (profiler memory accounting)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return sum(max(e.self_cpu_memory_usage, 0) for e in prof.events())
+
+
 def test_expanded_and_overlapping_views_read_in_place():
+    """Views with stride 0, overlapping rows and odd strides give the KL of
+    their contiguous copies, and no copy is made: the call allocates only
+    its output and the check's flags (B values + B booleans + 1), less than
+    one contiguous copy of any input."""
     g = torch.Generator().manual_seed(4)
+    B, D = 20, 8
     base = torch.randn(64, generator=g, dtype=torch.float64)
-    mu = base.as_strided((20, 8), (2, 1))           # overlapping rows
-    s = (base.abs() + 0.5).as_strided((20, 8), (1, 3))  # overlapping, non-unit column stride
-    mq = torch.randn(8, generator=g, dtype=torch.float64).expand(20, 8)  # stride 0
-    sq = (torch.rand(1, 8, generator=g, dtype=torch.float64) + 0.5).expand(20, 8)
-    out = gkl.kl_diag(mu, s, mq, sq, param="std")
-    torch.testing.assert_close(out, gkl.kl_diag(*(t.contiguous() for t in (mu, s, mq, sq)), param="std"))
-    L = torch.linalg.cholesky(rand_spd((), 8, g)).expand(20, 8, 8)
-    out_f = gkl.kl_mixed(mu, L, mq, sq, p_param="scale_tril", q_param="std")
-    torch.testing.assert_close(out_f, gkl.kl_mixed(mu.contiguous(), L.contiguous(), mq.contiguous(),
-                                                   sq.contiguous(), p_param="scale_tril", q_param="std"))
+    mu = base.as_strided((B, D), (2, 1))           # overlapping rows
+    s = (base.abs() + 0.5).as_strided((B, D), (1, 3))  # overlapping, non-unit column stride
+    mq = torch.randn(D, generator=g, dtype=torch.float64).expand(B, D)  # stride 0
+    sq = (torch.rand(1, D, generator=g, dtype=torch.float64) + 0.5).expand(B, D)
+    L = torch.linalg.cholesky(rand_spd((), D, g)).expand(B, D, D)
+    calls = {
+        "kl_diag": (lambda *a: gkl.kl_diag(*a, param="std"), (mu, s, mq, sq)),
+        "kl_mixed": (lambda *a: gkl.kl_mixed(*a, p_param="scale_tril", q_param="std"), (mu, L, mq, sq)),
+    }
+    one_copy = B * D * 8
+    for name, (fn, args) in calls.items():
+        torch.testing.assert_close(fn(*args), fn(*(t.contiguous() for t in args)))
+        allocated = _bytes_allocated(lambda: fn(*args))
+        assert allocated <= B * 8 + B + 1 < one_copy, (name, allocated)
+        # The measure sees a copy: the same call on one contiguous() input.
+        assert _bytes_allocated(lambda: fn(args[0].contiguous(), *args[1:])) >= allocated + one_copy
 
 
 def test_wrong_dtypes_devices_shapes():

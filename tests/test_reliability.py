@@ -122,6 +122,7 @@ if world > 1:
 """
 
 
+@pytest.mark.slow
 def test_ddp_gloo_two_processes_match_single_process(tmp_path):
     """GaussianKLLoss under DistributedDataParallel (gloo, loopback, 2 CPU
     processes): the averaged gradients equal one process on the global batch."""

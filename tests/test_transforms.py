@@ -13,7 +13,6 @@ from torch.func import grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
 import gaussian_kl_cuda as gkl
 from gaussian_kl_cuda import _autograd
 from _reference import random_loc, random_scale, to_std
-from conftest import DEVICES
 
 B, D = 3, 3
 
@@ -133,7 +132,6 @@ def _argnums(x):
     return tuple(range(len(x)))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES)
 def test_reverse_mode_transforms(device, case, gen):
     """grad, vjp, jacrev over every input, against the reference."""
@@ -148,7 +146,6 @@ def test_reverse_mode_transforms(device, case, gen):
     _close(jacrev(ours, argnums=args)(*x), jacrev(ref, argnums=args)(*x))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES)
 def test_forward_mode_transforms(device, case, gen):
     """jvp, jacfwd and forward-AD dual tensors, against the reference."""
@@ -164,7 +161,6 @@ def test_forward_mode_transforms(device, case, gen):
     _close(tangent, expected)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES)
 def test_hessian(device, case, gen):
     """hessian (jacfwd of jacrev: forward mode over the native gradient) of
@@ -176,7 +172,6 @@ def test_hessian(device, case, gen):
            jacrev(jacrev(_total(ref), argnums=0), argnums=1)(*x))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("shared_q", [False, True], ids=["q_rows", "q_shared"])
 def test_vmap_and_per_sample_grads(device, case, shared_q, gen):
@@ -193,7 +188,7 @@ def test_vmap_and_per_sample_grads(device, case, shared_q, gen):
     _close(vmap(ours, in_dims=in_dims)(*x2), vmap(ref, in_dims=in_dims)(*x2))
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("q_grad", [True, False], ids=["q_grad", "q_fixed"])
 def test_double_backward(device, case, q_grad, gen):
@@ -216,7 +211,7 @@ def test_double_backward(device, case, q_grad, gen):
     assert torch.autograd.gradgradcheck(split(ours), tuple(xs))
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["diag:logvar/rows", "scale_tril:rows", "cov:rows", "mixed:tril/cov"])
 def test_second_derivatives_at_p_equals_q(device, case, gen):
     """At p == q (KL = 0, gradient 0): hessian against the reference, and
@@ -253,7 +248,6 @@ def test_ordinary_call_takes_the_native_node(monkeypatch, gen):
     assert len(calls) > n
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_compile_over_func_grad(device, gen):
     """torch.compile of a function that takes torch.func.grad over our op."""
     x, ours, ref = _case("scale_tril:rows", gen, device)
@@ -261,7 +255,6 @@ def test_compile_over_func_grad(device, gen):
     _close(f(*x), grad(_total(ref), argnums=(0, 1))(*x))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", ["diag:std/rows", "scale_tril:rows", "mixed:std/cov"])
 def test_third_derivative_by_autograd(device, case, gen):
     """create_graph=True through the second derivative: a third

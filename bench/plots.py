@@ -6,7 +6,7 @@ torch.distributions' time over the read floor's (a ceiling for the forward)."""
 import os
 from typing import List
 
-from .bench import READ_FLOOR
+from names import READ_FLOOR, TD
 
 
 def plot_results(rows: List[dict], out_dir: str, tag: str) -> List[str]:
@@ -45,13 +45,13 @@ def plot_results(rows: List[dict], out_dir: str, tag: str) -> List[str]:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for mode in sorted({r["mode"] for r in full}):
             pts = sorted((r["D"], r["gkl_speedup"]) for r in full
-                         if r["mode"] == mode and r["provider"] == "torch.distributions")
+                         if r["mode"] == mode and r["provider"] == TD)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{mode} vs td")
         # td's time over the read floor's: the forward speed-up of anything
         # that only reads its inputs, at torch's rate.
         med = {(r["D"], r["provider"]): r["median_ms"] for r in full if r["mode"] == "fwd"}
-        pts = sorted((D, med[(D, "torch.distributions")] / m) for (D, p), m in med.items()
-                     if p == READ_FLOOR and (D, "torch.distributions") in med)
+        pts = sorted((D, med[(D, TD)] / m) for (D, p), m in med.items()
+                     if p == READ_FLOOR and (D, TD) in med)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="gray", linestyle=":",
                     label="td / read floor (fwd)")
