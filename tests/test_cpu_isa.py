@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = list(torch.ops.gaussian_kl.cpu_isa_variants())
 FORCED = os.environ.get("GKL_CPU_ISA", "")
 # The files whose tests call the CPU kernels of every case.
-KERNEL_TESTS = ["tests/test_diag.py", "tests/test_full.py", "tests/test_pairs.py", "tests/test_cpu_isa.py"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+KERNEL_TESTS = [os.path.join(HERE, f) for f in ("test_diag.py", "test_full.py", "test_pairs.py", "test_cpu_isa.py")]
 
 
 def _run(env_isa, args, **kw):
