@@ -24,6 +24,7 @@ Which derivative comes from where:
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
+from . import _params
 from ._ops import ops
 
 # ------------------------------------------------------------ torch-op closed form
@@ -37,15 +38,7 @@ def _side(m, param):
     if param == "cov":
         L = torch.linalg.cholesky(0.5 * (m + m.mT))
         return L, None, torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    if param == "std":
-        v, logv = m * m, 2 * torch.log(m)
-    elif param == "var":
-        v, logv = m, torch.log(m)
-    elif param == "logvar":
-        v, logv = torch.exp(m), m
-    else:
-        v, logv = torch.exp(2 * m), 2 * m
-    return None, v, 0.5 * logv.sum(-1)
+    return None, _params.convert(m, param, "var"), 0.5 * _params.to_logvar(m, param).sum(-1)
 
 
 def closed_form(mu_p, m_p, mu_q, m_q, p_param, q_param):
@@ -71,12 +64,16 @@ def closed_form(mu_p, m_p, mu_q, m_q, p_param, q_param):
     return 0.5 * ((A * A).sum((-2, -1)) + (b * b).sum(-1) - D) + half_logdet_q - half_logdet_p
 
 
+def _sides(strs):
+    """(p_param, q_param) from an op's string arguments: (param,) or (p_param, q_param)."""
+    return tuple(strs) if len(strs) == 2 else tuple(strs) * 2
+
+
 def _first_derivative(grad, mu_p, m_p, mu_q, m_q, strs, mask):
     """grad * d KL / d(inputs flagged in mask), in torch ops: the function the
     native backward op computes, in a form torch.func differentiates."""
-    p_param, q_param = strs if len(strs) == 2 else strs * 2
     prims = (mu_p, m_p) if mu_q is None else (mu_p, m_p, mu_q, m_q)
-    _, vjp_fn = torch.func.vjp(lambda *x: closed_form(*(x + (None, None))[:4], p_param, q_param), *prims)
+    _, vjp_fn = torch.func.vjp(lambda *x: closed_form(*(x + (None, None))[:4], *_sides(strs)), *prims)
     grads = vjp_fn(grad)
     return tuple(g for g, k in zip(grads, mask) if k)
 
@@ -104,13 +101,13 @@ def _second_derivative(primals, strs, mask, cotangents, needs, by_func=True):
     with the given cotangents (one per flagged gradient; None = zero), w.r.t.
     the primals flagged in needs; by torch.func (which composes with the
     transforms) or, on the ordinary route, by plain autograd."""
-    given = [i for i, t in enumerate(primals) if t is not None and needs[i]]
-    if not given:
+    needed = [i for i, t in enumerate(primals) if t is not None and needs[i]]
+    if not needed:
         return [None] * len(primals)
     if not by_func:
-        return _second_derivative_autograd(primals, strs, mask, cotangents, given)
-    # Under a transform every primal is a vjp input: a saved tensor closed
-    # over instead can belong to another functorch level.
+        return _second_derivative_autograd(primals, strs, mask, cotangents, needed)
+    # Under a transform every primal is a vjp input (a saved tensor closed
+    # over instead can belong to another functorch level).
     given = [i for i, t in enumerate(primals) if t is not None]
     firsts_at = lambda *x: _first_derivative(*x, strs, mask)  # noqa: E731
     outs, vjp_fn = torch.func.vjp(lambda *x: firsts_at(*_fill(primals, given, x)), *(primals[i] for i in given))
@@ -123,10 +120,12 @@ def _second_derivative_autograd(primals, strs, mask, cotangents, given):
     faster than through torch.func's wrappers). The graph stays connected to the
     primals, so create_graph=True gives third derivatives too."""
     create_graph = torch.is_grad_enabled()
-    p_param, q_param = strs if len(strs) == 2 else strs * 2
+    # Differentiated: the inputs of the inner gradient (mask) and the outer one (given).
+    tracked = set(given) | {1 + i for i, k in enumerate(mask) if k}
     with torch.enable_grad():
-        x = [t if t is None or t.requires_grad else t.detach().requires_grad_() for t in primals]
-        kl = closed_form(*x[1:], p_param, q_param)
+        x = [t if t is None or t.requires_grad or i not in tracked else t.detach().requires_grad_()
+             for i, t in enumerate(primals)]
+        kl = closed_form(*x[1:], *_sides(strs))
         wrt = [t for t, k in zip(x[1:], mask) if k]
         firsts = torch.autograd.grad(kl, wrt, x[0], create_graph=True)
         cts = [torch.zeros_like(f) if c is None else c for f, c in zip(firsts, cotangents)]

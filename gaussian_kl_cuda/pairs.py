@@ -5,7 +5,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.distributions as td
 
-from . import _checks
+from . import _checks, _params
 from ._autograd import call
 from .diag import kl_diag
 from .full import kl_full
@@ -46,25 +46,6 @@ def _unwrap(x, arg: str) -> Tuple[bool, torch.Tensor, str, torch.Tensor]:
         + (", or None for N(0, I)" if arg == "q" else "")
         + f", got {type(x).__name__}"
     )
-
-
-# Parameter conversions between diagonal params (a q given in another param
-# than p's is converted elementwise to p's; autograd chains through it).
-def _to_logvar(s: torch.Tensor, param: str) -> torch.Tensor:
-    return {"std": lambda: 2 * torch.log(s), "var": lambda: torch.log(s),
-            "logvar": lambda: s, "logstd": lambda: 2 * s}[param]()
-
-
-def _convert_diag(s: torch.Tensor, src: str, dst: str) -> torch.Tensor:
-    if src == dst:
-        return s
-    if (src, dst) == ("std", "var"):
-        return s * s
-    if (src, dst) == ("var", "std"):
-        return torch.sqrt(s)
-    lv = _to_logvar(s, src)
-    return {"std": lambda: torch.exp(0.5 * lv), "var": lambda: torch.exp(lv),
-            "logvar": lambda: lv, "logstd": lambda: 0.5 * lv}[dst]()
 
 
 def kl_mixed(mu_p, m_p, mu_q, m_q, *, p_param: str, q_param: str, reduction: str = "none",
@@ -125,7 +106,7 @@ def kl(p: GaussianLike, q: Optional[GaussianLike] = None, *, reduction: str = "n
         return kl_full(mu_p, s_p, param=p_param, reduction=reduction, check=check)
     q_diag, mu_q, q_param, s_q = _unwrap(q, "q")
     if p_diag and q_diag:
-        s_q = _convert_diag(s_q, q_param, p_param)
+        s_q = _params.convert(s_q, q_param, p_param)
         return kl_diag(mu_p, s_p, mu_q, s_q, param=p_param, reduction=reduction, check=check)
     if p_param == q_param:
         return kl_full(mu_p, s_p, mu_q, s_q, param=p_param, reduction=reduction, check=check)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import gaussian_kl_cuda as gkl
+from _memory import allocated_bytes
 from _reference import kl_diag_ref, kl_full_ref, rand_spd
 
 NAN, INF = float("nan"), float("inf")
@@ -163,15 +164,6 @@ def test_empty_batch_every_op():
         out.sum().backward()
 
 
-def _bytes_allocated(fn):
-    """Bytes fn asks torch's CPU allocator for (profiler memory accounting)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    return sum(max(e.self_cpu_memory_usage, 0) for e in prof.events())
-
-
 def test_expanded_and_overlapping_views_read_in_place():
     """Views with stride 0, overlapping rows and odd strides give the KL of
     their contiguous copies, and no copy is made: the call allocates only
@@ -192,10 +184,10 @@ def test_expanded_and_overlapping_views_read_in_place():
     one_copy = B * D * 8
     for name, (fn, args) in calls.items():
         torch.testing.assert_close(fn(*args), fn(*(t.contiguous() for t in args)))
-        allocated = _bytes_allocated(lambda: fn(*args))
+        allocated = allocated_bytes(lambda: fn(*args))
         assert allocated <= B * 8 + B + 1 < one_copy, (name, allocated)
         # The measure sees a copy: the same call on one contiguous() input.
-        assert _bytes_allocated(lambda: fn(args[0].contiguous(), *args[1:])) >= allocated + one_copy
+        assert allocated_bytes(lambda: fn(args[0].contiguous(), *args[1:])) >= allocated + one_copy
 
 
 def test_wrong_dtypes_devices_shapes():

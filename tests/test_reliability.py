@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gaussian_kl_cuda as gkl
+from _memory import allocated_bytes
 
 
 def _work(seed):
@@ -148,16 +149,6 @@ def test_ddp_gloo_two_processes_match_single_process(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def _op_bytes(fn, op):
-    """Bytes allocated through torch's CPU allocator inside `op` (including
-    the tensors it returns), from the profiler's memory accounting."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    return sum(e.cpu_memory_usage for e in prof.key_averages() if e.key == op)
-
-
 def test_no_bxdxd_temporaries():
     """The forward of scale_tril inputs (and of the mixed full-diag pair)
     allocates its [B] output only, never a B x D x D temporary; the backward
@@ -171,12 +162,12 @@ def test_no_bxdxd_temporaries():
     mu, mq = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
     v = torch.rand(B, D, generator=g) + 0.5
     bxdxd = B * D * D * 4
-    fwd = _op_bytes(lambda: gkl.kl_full(mu, L, mq, Lq, param="scale_tril"), "gaussian_kl::kl_full")
+    fwd = allocated_bytes(lambda: gkl.kl_full(mu, L, mq, Lq, param="scale_tril"), "gaussian_kl::kl_full")
     assert 0 < fwd <= 4 * B
-    fwd_m = _op_bytes(lambda: gkl.kl_mixed(mu, L, mq, v, p_param="scale_tril", q_param="var"),
+    fwd_m = allocated_bytes(lambda: gkl.kl_mixed(mu, L, mq, v, p_param="scale_tril", q_param="var"),
                       "gaussian_kl::kl_mixed")
     assert 0 < fwd_m <= 4 * B
     grad = torch.ones(B)
-    bwd = _op_bytes(lambda: torch.ops.gaussian_kl.kl_full_backward(
+    bwd = allocated_bytes(lambda: torch.ops.gaussian_kl.kl_full_backward(
         grad, mu, L, mq, Lq, "scale_tril", [False, True, False, True]), "gaussian_kl::kl_full_backward")
     assert 2 * bxdxd <= bwd <= 2 * bxdxd + (64 << 10)  # the two returned [B, D, D] gradients
